@@ -1,0 +1,323 @@
+"""Input file: YAML -> validated, frozen dataclasses (one per section). The only YAML reader.
+
+Every key is declared once here with its type, default, unit, allowed range and a one-line
+description; :func:`load_config` rejects unknown, missing and ill-typed keys with one message naming
+the key, and :func:`reference_markdown` generates the key reference (docs/input_reference.md).
+Paths in the input are relative to the input file's directory.
+"""
+
+import dataclasses
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .parallel import UserInputError
+
+TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
+IMPLEMENTED_TASKS = ("predict", "train", "convert")
+
+
+def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, length=None, path=False):
+    """Declare an input key: default (MISSING = required), description, unit and constraints."""
+    meta = dict(doc=doc, unit=unit, choices=choices, minimum=minimum, maximum=maximum, length=length, path=path)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls, doc):
+    """Declare a sub-section (a nested dataclass whose keys all have defaults unless required)."""
+    return field(default_factory=cls, metadata=dict(doc=doc, section=True))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class StructureConfig:
+    file: str = option(doc="atomic structure file, any format ASE reads (QE in/out, POSCAR, extxyz, LAMMPS data, cif)", path=True)
+    format: typing.Optional[str] = option(None, doc="ASE format name; null = guess from the file name")
+    index: int = option(-1, doc="which image of a multi-image file (ASE index; -1 = last)")
+    valence_electrons: typing.Dict[str, float] = option(
+        {}, doc="valence electrons per element, e.g. {Al: 3}; empty = take the model's values", unit="electrons"
+    )
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    shape: typing.List[int] = option(doc="real-space grid points along the three cell vectors (nx, ny, nz)", length=3, minimum=1)
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    backend: str = option("lammps", doc="descriptor implementation", choices=("lammps",))
+    twojmax: int = option(10, doc="2 x maximum angular momentum of the bispectrum", minimum=0)
+    rcutfac: float = option(4.67637, doc="cutoff scale; cutoff radius = 2 radelem rcutfac", unit="Angstrom", minimum=0.0)
+    rfac0: float = option(0.99363, doc="angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)
+    radelem: float = option(0.5, doc="element radius (same for every element)", minimum=0.0)
+    wj: float = option(1.0, doc="element weight (same for every element)")
+    rmin0: float = option(0.0, doc="inner cutoff of the angular mapping", unit="Angstrom", minimum=0.0)
+    switchflag: int = option(1, doc="1 = smooth switching function at the cutoff", choices=(0, 1))
+    bzeroflag: int = option(0, doc="1 = subtract the bispectrum of an empty neighbourhood", choices=(0, 1))
+    quadraticflag: int = option(0, doc="1 = append quadratic products of the components", choices=(0, 1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    file: str = option(doc="trained model file written by `task: train`", path=True)
+    device: str = option("auto", doc="inference device: auto = this rank's GPU if visible else CPU", choices=("auto", "cpu", "cuda"))
+    batch_size: int = option(16384, doc="grid points per inference batch (bounds memory)", minimum=1)
+
+
+@dataclass(frozen=True)
+class EnergyGridConfig:
+    minimum: typing.Optional[float] = option(None, doc="first LDOS energy; null = the model's", unit="eV")
+    spacing: typing.Optional[float] = option(None, doc="LDOS energy spacing; null = the model's", unit="eV", minimum=0.0)
+    count: typing.Optional[int] = option(None, doc="number of LDOS energies; null = the model's", minimum=2)
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature of the Fermi-Dirac occupation; null = the model's training temperature", unit="K", minimum=0.0)
+    energy_grid: EnergyGridConfig = section(EnergyGridConfig, "LDOS energy grid; must match the model's")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    file: str = option(doc="HDF5 output file", path=True)
+    overwrite: bool = option(False, doc="replace an existing output file (otherwise refuse)")
+    write_ldos: bool = option(False, doc="also store the LDOS on the grid (float32, nx*ny*nz*n_energies*4 bytes)")
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    structure: StructureConfig = option(doc="atomic configuration")
+    grid: GridConfig = option(doc="real-space grid")
+    model: ModelConfig = option(doc="trained network")
+    output: OutputConfig = option(doc="where results go")
+    descriptors: typing.Optional[DescriptorConfig] = option(None, doc="SNAP fingerprint parameters; omitted = the model's (given values must equal the model's)")
+    physics: PhysicsConfig = section(PhysicsConfig, "temperature and energy grid")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    hidden_layers: typing.List[int] = option([400, 400], doc="widths of the hidden layers", minimum=1)
+    activation: str = option("leaky_relu", doc="activation function", choices=("relu", "leaky_relu", "sigmoid", "tanh", "silu"))
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    learning_rate: float = option(1e-3, doc="Adam learning rate", minimum=0.0)
+    batch_size: int = option(256, doc="grid points per mini-batch", minimum=1)
+    max_epochs: int = option(200, doc="maximum number of epochs", minimum=1)
+    patience: int = option(10, doc="early stopping: epochs without validation improvement", minimum=1)
+    validation_fraction: float = option(0.1, doc="without validation snapshots: fraction of z-planes of each training snapshot held out", minimum=0.0, maximum=0.9)
+    seed: int = option(0, doc="random seed (initialisation and shuffling)")
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    snapshots: typing.List[str] = option(doc="training snapshot files (HDF5, written by `task: convert`)", path=True)
+    model_file: str = option(doc="where the trained model is written", path=True)
+    validation_snapshots: typing.List[str] = option([], doc="validation snapshot files; empty = hold out part of each training snapshot", path=True)
+    network: NetworkConfig = section(NetworkConfig, "network architecture")
+    training: TrainingConfig = section(TrainingConfig, "optimiser and stopping")
+    overwrite: bool = option(False, doc="replace an existing model file")
+
+
+@dataclass(frozen=True)
+class ConvertInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    ldos_file: str = option(doc="LDOS on the grid as a numpy archive (keys ldos [nx,ny,nz,n_e] in states/(Ry bohr^3), energies_eV)", path=True)
+    structure: StructureConfig = option(doc="atomic configuration of the LDOS (e.g. the pw.x input)")
+    temperature: float = option(doc="electronic temperature of the DFT run", unit="K", minimum=0.0)
+    snapshot_file: str = option(doc="snapshot file to write (HDF5)", path=True)
+    descriptors: DescriptorConfig = section(DescriptorConfig, "SNAP fingerprint parameters")
+    overwrite: bool = option(False, doc="replace an existing snapshot file")
+
+
+TASK_SCHEMAS = {"predict": PredictInput, "train": TrainInput, "convert": ConvertInput}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, typing.List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (dict, typing.Dict):
+        k, v = typing.get_args(tp)
+        return f"mapping {_type_name(k)} -> {_type_name(v)}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping (section)"
+    return {type(None): "null", int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _describe(meta, tp):
+    parts = [_type_name(tp)]
+    if meta.get("choices"):
+        parts.append("one of " + ", ".join(repr(c) for c in meta["choices"]))
+    if meta.get("minimum") is not None:
+        parts.append(f">= {meta['minimum']}")
+    if meta.get("maximum") is not None:
+        parts.append(f"<= {meta['maximum']}")
+    if meta.get("length"):
+        parts.append(f"exactly {meta['length']} values")
+    if meta.get("unit"):
+        parts.append(f"in {meta['unit']}")
+    return ", ".join(parts)
+
+
+def _convert(value, tp, key, meta, base_dir):
+    """Check/convert one YAML value against a declared type; raise UserInputError naming ``key``."""
+
+    def fail(extra=""):
+        raise UserInputError(f"input key '{key}': expected {_describe(meta, tp)}, got {value!r}{extra}")
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key, meta, base_dir)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail()
+        return _build(tp, value, key + ".", base_dir)
+    if origin in (list, typing.List):
+        if not isinstance(value, list):
+            fail()
+        if meta.get("length") and len(value) != meta["length"]:
+            fail(f" ({len(value)} values)")
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]", {**meta, "length": None}, base_dir) for i, v in enumerate(value)]
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            fail()
+        kt, vt = typing.get_args(tp)
+        return {_convert(k, kt, key, {}, base_dir): _convert(v, vt, f"{key}.{k}", meta, base_dir) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str) or not value:
+            fail()
+        if meta.get("path"):
+            value = str((base_dir / value).resolve()) if not Path(value).is_absolute() else value
+    if meta.get("choices") and value not in meta["choices"]:
+        fail()
+    if meta.get("minimum") is not None and value < meta["minimum"]:
+        fail()
+    if meta.get("maximum") is not None and value > meta["maximum"]:
+        fail()
+    return value
+
+
+def _build(cls, data, prefix, base_dir):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserInputError(
+            f"input key '{prefix}{unknown[0]}' is not known; allowed keys here: {', '.join(sorted(fields))}"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name in data:
+            values[name] = _convert(data[name], hints[name], key, f.metadata, base_dir)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise UserInputError(f"input key '{key}' is missing: expected {_describe(f.metadata, hints[name])} ({f.metadata['doc']})")
+    return cls(**values)
+
+
+def parse_config(data, base_dir="."):
+    """Validate a parsed YAML mapping into the dataclass of its ``task``. Raises UserInputError."""
+    if not isinstance(data, dict):
+        raise UserInputError(f"the input must be a YAML mapping of keys, got {type(data).__name__}")
+    task = data.get("task")
+    if task is None:
+        raise UserInputError(f"input key 'task' is missing: expected one of {', '.join(TASKS)}")
+    if task not in TASKS:
+        raise UserInputError(f"input key 'task': expected one of {', '.join(TASKS)}, got {task!r}")
+    if task not in TASK_SCHEMAS:
+        raise UserInputError(f"input key 'task': {task!r} is not implemented yet (available: {', '.join(TASK_SCHEMAS)})")
+    return _build(TASK_SCHEMAS[task], data, "", Path(base_dir))
+
+
+def load_config(path):
+    """Read and validate an input file. Raises UserInputError with a message naming the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserInputError(f"cannot read input file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserInputError(f"input file {path} is not valid YAML: {err}") from None
+    return parse_config(data, path.resolve().parent)
+
+
+def to_yaml(config):
+    """The validated config, defaults filled in, as YAML text (echoed into outputs)."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Documentation
+
+
+def _default_text(f):
+    if f.default is not MISSING:
+        return repr(f.default) if f.default is not None else "null"
+    if f.default_factory is not MISSING:
+        value = f.default_factory()
+        return "(section)" if dataclasses.is_dataclass(value) else repr(value)
+    return "**required**"
+
+
+def _rows(cls, prefix):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or ([tp] if dataclasses.is_dataclass(tp) else [])
+        if inner:
+            yield f"| `{prefix}{f.name}` | section | {_default_text(f)} | | {f.metadata['doc']} |"
+            yield from _rows(inner[0], f"{prefix}{f.name}.")
+            continue
+        meta = f.metadata
+        constraint = _describe({**meta, "unit": None}, tp)
+        yield f"| `{prefix}{f.name}` | {constraint} | {_default_text(f)} | {meta.get('unit') or ''} | {meta['doc']} |"
+
+
+def reference_markdown():
+    """The input key reference, generated from the schema (written to docs/input_reference.md)."""
+    lines = [
+        "# Input reference",
+        "",
+        "Generated from `mldft_app/config.py` by `mldft_app --input-reference`; do not edit by hand.",
+        "Paths are relative to the input file. Unknown keys are errors.",
+    ]
+    for task, cls in TASK_SCHEMAS.items():
+        lines += ["", f"## task: {task}", "", "| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
+        lines += list(_rows(cls, ""))
+    return "\n".join(lines) + "\n"

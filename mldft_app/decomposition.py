@@ -1,0 +1,139 @@
+"""The brick map: which part of the global (nx, ny, nz) grid each MPI rank owns.
+
+Every stage (descriptors, model input, LDOS, density, HDF5 output) asks one :class:`GridLayout` for
+"my brick" and never recomputes it. Pure index arithmetic on (grid shape, number of ranks): no MPI.
+Ranks are laid out on a (px, py, pz) process grid in row-major order (z fastest); along each axis
+points are split into contiguous blocks whose sizes differ by at most one.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def block_split(n, parts, index):
+    """(start, count) of block ``index`` when ``n`` points are split into ``parts`` contiguous blocks."""
+    quotient, remainder = divmod(n, parts)
+    count = quotient + (1 if index < remainder else 0)
+    start = index * quotient + min(index, remainder)
+    return start, count
+
+
+def process_grid(shape, nprocs):
+    """Choose (px, py, pz) with px*py*pz == nprocs and p_i <= n_i minimising the brick surface.
+
+    Raises ValueError if the grid has fewer points along the axes than the ranks need.
+    """
+    best = None
+    for px in range(1, nprocs + 1):
+        if nprocs % px:
+            continue
+        for py in range(1, nprocs // px + 1):
+            if (nprocs // px) % py:
+                continue
+            pz = nprocs // (px * py)
+            dims = (px, py, pz)
+            if any(p > n for p, n in zip(dims, shape)):
+                continue
+            sub = [n / p for n, p in zip(shape, dims)]
+            surface = sub[0] * sub[1] + sub[1] * sub[2] + sub[0] * sub[2]
+            key = (surface, dims)
+            if best is None or key < best:
+                best = key
+    if best is None:
+        raise ValueError(f"grid {tuple(shape)} is too small to be split over {nprocs} MPI ranks")
+    return best[1]
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Brick decomposition of a global grid over ``nprocs`` ranks, seen from rank ``rank``.
+
+    Attributes
+    ----------
+    shape : tuple of 3 int
+        Global grid (nx, ny, nz).
+    nprocs, rank : int
+    dims : tuple of 3 int
+        Process grid (px, py, pz).
+    """
+
+    shape: tuple
+    nprocs: int
+    rank: int
+    dims: tuple
+
+    @classmethod
+    def create(cls, shape, nprocs, rank):
+        shape = tuple(int(n) for n in shape)
+        return cls(shape, nprocs, rank, process_grid(shape, nprocs))
+
+    def proc_coords(self, rank):
+        """(cx, cy, cz) of ``rank`` on the process grid (row-major, z fastest)."""
+        return tuple(int(c) for c in np.unravel_index(rank, self.dims))
+
+    def brick(self, rank):
+        """(start, count) of ``rank``'s brick: two tuples of 3 int."""
+        splits = [block_split(n, p, c) for n, p, c in zip(self.shape, self.dims, self.proc_coords(rank))]
+        return tuple(s for s, _ in splits), tuple(c for _, c in splits)
+
+    @property
+    def start(self):
+        """Global index of this rank's first point, (ix0, iy0, iz0)."""
+        return self.brick(self.rank)[0]
+
+    @property
+    def local_shape(self):
+        """This rank's brick shape (nx_l, ny_l, nz_l)."""
+        return self.brick(self.rank)[1]
+
+    @property
+    def n_local(self):
+        return int(np.prod(self.local_shape))
+
+    @property
+    def slices(self):
+        """Slices of the global grid that this rank owns."""
+        return tuple(slice(s, s + c) for s, c in zip(self.start, self.local_shape))
+
+    def brick_table(self):
+        """The explicit brick map, ndarray shape (nprocs, 2, 3) int64: [rank, (start|count), axis]."""
+        return np.array([self.brick(r) for r in range(self.nprocs)], dtype=np.int64)
+
+    def axis_cuts(self, axis):
+        """Global indices where blocks along ``axis`` begin, plus the end: length dims[axis] + 1."""
+        return [block_split(self.shape[axis], self.dims[axis], c)[0] for c in range(self.dims[axis])] + [
+            self.shape[axis]
+        ]
+
+    def owner(self, index):
+        """Rank owning each global point. ``index``: int array (n, 3) -> int array (n,)."""
+        index = np.asarray(index, dtype=np.int64)
+        coords = [np.searchsorted(self.axis_cuts(a), index[:, a], side="right") - 1 for a in range(3)]
+        return np.ravel_multi_index(coords, self.dims)
+
+    def local_flat(self, index):
+        """Position of global points in this brick's C-ordered flat array. ``index``: (n, 3) int."""
+        local = np.asarray(index, dtype=np.int64) - np.asarray(self.start)
+        if np.any(local < 0) or np.any(local >= np.asarray(self.local_shape)):
+            raise ValueError("grid points outside this rank's brick")
+        return np.ravel_multi_index(local.T, self.local_shape)
+
+    def local_indices(self):
+        """Global indices of this brick's points in C order, int array (n_local, 3)."""
+        axes = [np.arange(s, s + c) for s, c in zip(self.start, self.local_shape)]
+        return np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+
+    def all_bricks(self):
+        """Iterate over (rank, start, count) for every rank."""
+        for r in range(self.nprocs):
+            start, count = self.brick(r)
+            yield r, start, count
+
+
+def voxel_volume(cell, shape):
+    """Volume of one grid cell in Angstrom^3: |det(cell)| / (nx ny nz); ``cell`` (3, 3) in Angstrom."""
+    return abs(float(np.linalg.det(np.asarray(cell, dtype=float)))) / float(np.prod(shape))
+
+
+__all__ = ["GridLayout", "block_split", "process_grid", "voxel_volume"]

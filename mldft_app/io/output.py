@@ -1,0 +1,137 @@
+"""The run's HDF5 output file, written collectively by all ranks (h5py ``driver="mpio"``).
+
+Grid fields are global datasets (nx, ny, nz[, ...]) that each rank fills with its own brick, so the
+file looks the same whatever the number of ranks. Small arrays and scalars are written by rank 0;
+dataset and attribute creation is collective (every rank makes the same calls). The file is written
+under a temporary name and renamed when complete, so a file with the final name is always whole.
+Every dataset carries a ``units`` attribute.
+"""
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..parallel import UserInputError
+from ..units import CONSTANTS
+
+
+def check_output_path(path, overwrite):
+    """Refuse to replace an existing file unless ``overwrite``; check the directory is writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserInputError(f"output file {path} exists; remove it or set output.overwrite: true")
+    if not path.parent.is_dir():
+        raise UserInputError(f"output directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserInputError(f"output directory {path.parent} is not writable")
+
+
+class OutputFile:
+    """Collective HDF5 writer for one run (context manager).
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name; data go to ``<path>.partial`` until :meth:`close` renames it.
+    comm : parallel.Comm
+    """
+
+    def __init__(self, path, comm):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.comm = comm
+        if comm.size > 1:
+            if not h5py.get_config().mpi:
+                raise RuntimeError("h5py was built without MPI; run bin/setup-env to build it against parallel HDF5")
+            self.h5 = h5py.File(self.partial, "w", driver="mpio", comm=comm.mpi)
+        else:
+            self.h5 = h5py.File(self.partial, "w")
+        self.h5.attrs["code"] = "mldft_app"
+        self.h5.attrs["code_version"] = __version__
+        self.h5.attrs["n_ranks"] = comm.size
+        for name, value in CONSTANTS.items():
+            self.h5.attrs[f"constant_{name}"] = value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(complete=exc_type is None)
+
+    def close(self, complete=True):
+        """Close collectively; rename to the final name if ``complete``."""
+        self.h5.close()
+        self.comm.barrier()
+        if complete and self.comm.is_root:
+            os.replace(self.partial, self.path)
+        self.comm.barrier()
+
+    def write_field(self, name, local, layout, units, dtype=np.float64):
+        """Write this rank's brick of a global grid field.
+
+        Parameters
+        ----------
+        name : str
+            Dataset path.
+        local : ndarray, shape (n_local,) or (n_local, m)
+            Values of this rank's points in C order of its brick (``layout.local_indices()``).
+        layout : decomposition.GridLayout
+        units : str
+        """
+        local = np.asarray(local)
+        trailing = local.shape[1:]
+        brick = tuple(layout.local_shape) + trailing
+        chunks = tuple(max(1, min(c, 64)) for c in layout.local_shape) + trailing
+        dset = self.h5.create_dataset(name, shape=tuple(layout.shape) + trailing, dtype=dtype, chunks=chunks)
+        dset.attrs["units"] = units
+        data = np.ascontiguousarray(local.reshape(brick), dtype=dtype)
+        region = layout.slices + tuple(slice(None) for _ in trailing)
+        if self.comm.size > 1:
+            with dset.collective:
+                dset[region] = data
+        else:
+            dset[region] = data
+        return dset
+
+    def write_array(self, name, value, units=None, **attrs):
+        """Write a small array or scalar (the same on every rank); rank 0 writes the data."""
+        value = np.asarray(value)
+        dset = self.h5.create_dataset(name, shape=value.shape, dtype=value.dtype)
+        if units is not None:
+            dset.attrs["units"] = units
+        for key, item in attrs.items():
+            dset.attrs[key] = item
+        if self.comm.is_root:
+            dset[()] = value
+        return dset
+
+    def write_strings(self, name, strings):
+        """A 1-D dataset of UTF-8 strings (the same on every rank)."""
+        dset = self.h5.create_dataset(name, shape=(len(strings),), dtype=h5py.string_dtype())
+        if self.comm.is_root:
+            dset[...] = list(strings)
+        return dset
+
+    def set_attrs(self, path, **attrs):
+        """Attributes on a group or dataset (created collectively; same values on every rank)."""
+        node = self.h5.require_group(path) if path not in self.h5 else self.h5[path]
+        for key, value in attrs.items():
+            node.attrs[key] = value
+
+
+def write_structure(out, atoms, group="structure"):
+    """Cell (Angstrom), positions (Angstrom), atomic numbers and symbols of ``atoms``."""
+    out.write_array(f"{group}/cell", np.asarray(atoms.cell[:], dtype=float), "Angstrom")
+    out.write_array(f"{group}/positions", atoms.get_positions(), "Angstrom")
+    out.write_array(f"{group}/numbers", atoms.get_atomic_numbers().astype(np.int64), "1")
+    out.write_strings(f"{group}/symbols", atoms.get_chemical_symbols())
+
+
+def write_decomposition(out, layout, group="decomposition"):
+    """The brick map: (n_ranks, 2, 3) table of [start, count] per rank, and the process grid."""
+    out.write_array(f"{group}/bricks", layout.brick_table(), "grid points",
+                    description="[rank, 0, axis] = first global index, [rank, 1, axis] = number of points")
+    out.set_attrs(group, process_grid=np.asarray(layout.dims), grid_shape=np.asarray(layout.shape))

@@ -1,0 +1,175 @@
+"""The thin MPI layer: the only place (besides io/) that imports mpi4py.
+
+Physics code receives a :class:`Comm` and calls its explicit collectives; it never touches
+``MPI.COMM_WORLD``. A :class:`Comm` built from ``None`` is a serial stand-in with the same methods, so
+every stage also runs (and is unit-tested) without ``mpirun``.
+"""
+
+import logging
+import os
+import sys
+import traceback
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def world_comm():
+    """The MPI world communicator (mpi4py is imported here, lazily)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+class Comm:
+    """Communicator wrapper with explicit, named collectives.
+
+    Parameters
+    ----------
+    mpi_comm : mpi4py.MPI.Comm or None
+        The communicator; None means a single serial process.
+    """
+
+    def __init__(self, mpi_comm=None):
+        self.mpi = mpi_comm
+        self.rank = 0 if mpi_comm is None else mpi_comm.Get_rank()
+        self.size = 1 if mpi_comm is None else mpi_comm.Get_size()
+
+    @classmethod
+    def world(cls):
+        """Wrap MPI.COMM_WORLD."""
+        return cls(world_comm())
+
+    @property
+    def is_root(self):
+        return self.rank == 0
+
+    def allreduce_sum(self, array):
+        """Element-wise sum of a float64 array (or scalar) over all ranks, returned on every rank."""
+        data = np.asarray(array, dtype=np.float64)
+        if self.size == 1:
+            return data.copy() if data.ndim else float(data)
+        from mpi4py import MPI
+
+        out = np.empty_like(data)
+        self.mpi.Allreduce(np.ascontiguousarray(data), out, op=MPI.SUM)
+        return out if data.ndim else float(out)
+
+    def allreduce_max(self, value):
+        """Maximum of a Python scalar over all ranks."""
+        if self.size == 1:
+            return value
+        from mpi4py import MPI
+
+        return self.mpi.allreduce(value, op=MPI.MAX)
+
+    def bcast(self, obj, root=0):
+        """Broadcast a picklable object from ``root``."""
+        return obj if self.size == 1 else self.mpi.bcast(obj, root=root)
+
+    def gather(self, obj, root=0):
+        """Gather picklable objects onto ``root`` (list there, None elsewhere)."""
+        return [obj] if self.size == 1 else self.mpi.gather(obj, root=root)
+
+    def allgather(self, obj):
+        """Gather picklable objects onto every rank."""
+        return [obj] if self.size == 1 else self.mpi.allgather(obj)
+
+    def alltoallv_rows(self, rows, dest):
+        """Send each row of a 2-D float64 array to rank ``dest[i]``; return the rows received.
+
+        Parameters
+        ----------
+        rows : ndarray, shape (n, m), float64
+        dest : ndarray, shape (n,), int
+            Destination rank of every row.
+
+        Returns
+        -------
+        ndarray, shape (n_received, m): received rows, ordered by source rank, then by send order.
+        """
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        if self.size == 1:
+            return rows.copy()
+        order = np.argsort(dest, kind="stable")
+        rows = np.ascontiguousarray(rows[order])
+        ncol = rows.shape[1]
+        send_counts = np.bincount(dest, minlength=self.size).astype(np.int64) * ncol
+        recv_counts = np.empty(self.size, dtype=np.int64)
+        self.mpi.Alltoall(send_counts, recv_counts)
+        send_displ = np.concatenate(([0], np.cumsum(send_counts)[:-1]))
+        recv_displ = np.concatenate(([0], np.cumsum(recv_counts)[:-1]))
+        received = np.empty(int(recv_counts.sum()), dtype=np.float64)
+        from mpi4py import MPI
+
+        self.mpi.Alltoallv(
+            [rows, (send_counts, send_displ), MPI.DOUBLE],
+            [received, (recv_counts, recv_displ), MPI.DOUBLE],
+        )
+        return received.reshape(-1, ncol)
+
+    def barrier(self):
+        if self.size > 1:
+            self.mpi.Barrier()
+
+    def abort(self, code=1):
+        """End every rank of the job now (MPI_Abort), or exit if serial."""
+        if self.size > 1:
+            self.mpi.Abort(code)
+        sys.exit(code)
+
+
+def node_local_rank(comm):
+    """This rank's index among the ranks on the same node (for choosing a GPU)."""
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "PMI_LOCAL_RANK", "JSM_NAMESPACE_LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    if comm.size == 1:
+        return 0
+    from mpi4py import MPI
+
+    return comm.mpi.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+def run_or_abort(comm, func, *args, **kwargs):
+    """Call ``func``; on any exception print it with the rank and abort the whole job (no hang).
+
+    Errors whose message is meant for the user (:class:`UserInputError`) are printed without a
+    traceback; a :class:`CollectiveInputError` (raised identically on every rank) is printed once by
+    rank 0 and every rank exits with status 2, without MPI_Abort.
+    """
+    try:
+        return func(*args, **kwargs)
+    except CollectiveInputError as err:
+        if comm.is_root:
+            sys.stderr.write(f"mldft_app: error: {err}\n")
+        sys.exit(2)
+    except UserInputError as err:
+        sys.stderr.write(f"mldft_app: error (rank {comm.rank}/{comm.size}): {err}\n")
+    except Exception:  # noqa: BLE001 - any failure on any rank must end the job
+        sys.stderr.write(f"mldft_app: failure on rank {comm.rank}/{comm.size}:\n{traceback.format_exc()}")
+    sys.stderr.flush()
+    comm.abort(1)
+
+
+class UserInputError(Exception):
+    """An error in what the user gave (input file, structure, model): reported without traceback."""
+
+
+class CollectiveInputError(UserInputError):
+    """A user error detected on rank 0 and raised on every rank at the same point."""
+
+
+def checked_on_root(comm, func, *args):
+    """Run ``func`` on rank 0 and broadcast its result; a UserInputError there is raised on every rank."""
+    result, error = None, None
+    if comm.is_root:
+        try:
+            result = func(*args)
+        except UserInputError as err:
+            error = str(err)
+    result, error = comm.bcast((result, error))
+    if error is not None:
+        raise CollectiveInputError(error)
+    return result

@@ -1,0 +1,1 @@
+"""Tasks: what a run does (`task:` in the input), each one function of (config, comm)."""

@@ -1,0 +1,49 @@
+"""Per-stage wall-clock timings and peak memory, reduced over ranks for the summary and the output."""
+
+import logging
+import resource
+import time
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_mib():
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class StageTimer:
+    """Collects (stage name -> seconds) on one rank; :meth:`stage` times a ``with`` block."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextmanager
+    def stage(self, name):
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            log.info("stage %s done in %.2f s", name, self.seconds[name])
+
+    def gather(self, comm):
+        """Per-stage seconds and peak memory of every rank: (stages list, (n_ranks, n_stages) array, (n_ranks,) MiB)."""
+        import numpy as np
+
+        names = list(self.seconds)
+        rows = comm.allgather([self.seconds[n] for n in names])
+        memory = comm.allgather(peak_memory_mib())
+        return names, np.asarray(rows, dtype=float), np.asarray(memory, dtype=float)
+
+
+def format_table(names, seconds, memory):
+    """Human summary: per stage max/min over ranks, then the peak memory per rank."""
+    lines = [f"{'stage':<24}{'max s':>10}{'min s':>10}"]
+    for i, name in enumerate(names):
+        lines.append(f"{name:<24}{seconds[:, i].max():>10.2f}{seconds[:, i].min():>10.2f}")
+    lines.append(f"{'total':<24}{seconds.sum(axis=1).max():>10.2f}{seconds.sum(axis=1).min():>10.2f}")
+    lines.append("peak memory per rank (MiB): " + ", ".join(f"{m:.0f}" for m in memory))
+    return "\n".join(lines)
