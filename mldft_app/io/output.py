@@ -19,12 +19,14 @@ from ..units import CONSTANTS
 
 
 def check_output_path(path, overwrite):
-    """Refuse to replace an existing file unless ``overwrite``; check the directory is writable."""
+    """Refuse to replace an existing file unless ``overwrite``; create the directory; check it is writable."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise UserInputError(f"output file {path} exists; remove it or set output.overwrite: true")
-    if not path.parent.is_dir():
-        raise UserInputError(f"output directory {path.parent} does not exist")
+        raise UserInputError(f"output file {path} exists; remove it or set overwrite: true")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"cannot create output directory {path.parent}: {err.strerror}") from None
     if not os.access(path.parent, os.W_OK):
         raise UserInputError(f"output directory {path.parent} is not writable")
 
