@@ -86,7 +86,7 @@ class OutputFile:
         local = np.asarray(local)
         trailing = local.shape[1:]
         brick = tuple(layout.local_shape) + trailing
-        chunks = tuple(max(1, min(c, 64)) for c in layout.local_shape) + trailing
+        chunks = field_chunks(layout, trailing, np.dtype(dtype).itemsize)
         dset = self.h5.create_dataset(name, shape=tuple(layout.shape) + trailing, dtype=dtype, chunks=chunks)
         dset.attrs["units"] = units
         data = np.ascontiguousarray(local.reshape(brick), dtype=dtype)
@@ -122,6 +122,19 @@ class OutputFile:
         node = self.h5.require_group(path) if path not in self.h5 else self.h5[path]
         for key, value in attrs.items():
             node.attrs[key] = value
+
+
+def field_chunks(layout, trailing, itemsize, max_bytes=4 << 20):
+    """HDF5 chunk shape for a grid field: brick-aligned blocks of at most ``max_bytes``.
+
+    Derived from the largest brick, so it is identical on every rank (dataset creation is collective).
+    """
+    spatial = [int(c) for c in layout.brick_table()[:, 1, :].max(axis=0)]
+    per_point = int(np.prod(trailing, dtype=np.int64)) * itemsize
+    while int(np.prod(spatial)) * per_point > max_bytes and max(spatial) > 1:
+        axis = int(np.argmax(spatial))
+        spatial[axis] = (spatial[axis] + 1) // 2
+    return tuple(spatial) + tuple(trailing)
 
 
 def write_structure(out, atoms, group="structure"):

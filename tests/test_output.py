@@ -1,0 +1,29 @@
+import h5py
+import pytest
+
+from conftest import python_mpi
+from mldft_app.io.output import check_output_path
+from mldft_app.parallel import UserInputError
+
+
+def test_parallel_h5py_is_available():
+    assert h5py.get_config().mpi, "h5py must be built against parallel HDF5 (bin/setup-env)"
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n_ranks,shape", [(1, (5, 6, 7)), (2, (5, 6, 7)), (3, (9, 4, 5))])
+def test_collective_write_gives_the_global_field(tmp_path, n_ranks, shape):
+    out = tmp_path / "out.h5"
+    proc = python_mpi(n_ranks, "output_roundtrip.py", out, *shape, timeout=120)
+    assert "output roundtrip ok" in proc.stdout
+    assert not (tmp_path / "out.h5.partial").exists()
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    path = tmp_path / "exists.h5"
+    path.write_text("x")
+    with pytest.raises(UserInputError, match="overwrite"):
+        check_output_path(path, overwrite=False)
+    check_output_path(path, overwrite=True)
+    check_output_path(tmp_path / "new" / "dir" / "out.h5", overwrite=False)
+    assert (tmp_path / "new" / "dir").is_dir()
