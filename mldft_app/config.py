@@ -55,9 +55,9 @@ class GridConfig:
 class DescriptorConfig:
     backend: str = option("lammps", doc="descriptor implementation", choices=("lammps",))
     twojmax: int = option(10, doc="2 x maximum angular momentum of the bispectrum", minimum=0)
-    rcutfac: float = option(4.67637, doc="cutoff scale; cutoff radius = 2 radelem rcutfac", unit="Angstrom", minimum=0.0)
+    rcutfac: float = option(4.67637, doc="cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", minimum=0.0)
     rfac0: float = option(0.99363, doc="angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)
-    radelem: float = option(0.5, doc="element radius (same for every element)", minimum=0.0)
+    radelem: float = option(0.5, doc="element radius (same for every element)", unit="Angstrom", minimum=0.0)
     wj: float = option(1.0, doc="element weight (same for every element)")
     rmin0: float = option(0.0, doc="inner cutoff of the angular mapping", unit="Angstrom", minimum=0.0)
     switchflag: int = option(1, doc="1 = smooth switching function at the cutoff", choices=(0, 1))

@@ -18,7 +18,9 @@ def read_structure(path, fmt=None, index=-1):
     if not path.is_file():
         raise UserInputError(f"structure file {path} does not exist")
     try:
-        atoms = ase.io.read(path, format=fmt, index=index)
+        # parallel=False: under MPI, ASE would otherwise read on its rank 0 and broadcast over
+        # COMM_WORLD by itself, which deadlocks or garbles our own collectives.
+        atoms = ase.io.read(path, format=fmt, index=index, parallel=False)
     except Exception as err:  # ASE raises many different types for unreadable files
         raise UserInputError(f"cannot read structure file {path} (format {fmt or 'guessed'}): {err}") from None
     return prepare_atoms(atoms, source=str(path))
