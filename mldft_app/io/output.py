@@ -111,11 +111,11 @@ class OutputFile:
         return dset
 
     def write_strings(self, name, strings):
-        """A 1-D dataset of UTF-8 strings (the same on every rank)."""
-        dset = self.h5.create_dataset(name, shape=(len(strings),), dtype=h5py.string_dtype())
-        if self.comm.is_root:
-            dset[...] = list(strings)
-        return dset
+        """A 1-D dataset of ASCII strings (the same on every rank).
+
+        Fixed-length: parallel HDF5 cannot write variable-length strings (the write hangs).
+        """
+        return self.write_array(name, np.array([s.encode("ascii") for s in strings], dtype="S"))
 
     def set_attrs(self, path, **attrs):
         """Attributes on a group or dataset (created collectively; same values on every rank)."""

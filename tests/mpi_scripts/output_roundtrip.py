@@ -27,6 +27,7 @@ def main():
         out.write_field("field", local, layout, "1")
         out.write_field("vector", np.stack([local, -local], axis=1), layout, "1", dtype=np.float32)
         out.write_array("scalar", 3.5, "eV")
+        out.write_strings("names", ["Al", "Cu", "density"])
         write_decomposition(out, layout)
     if comm.is_root:
         with h5py.File(path, "r") as h5:
@@ -34,6 +35,7 @@ def main():
             expected = known_field(grid, shape).reshape(shape)
             assert np.array_equal(h5["field"][...], expected)
             assert np.array_equal(h5["vector"][..., 1], -expected.astype(np.float32))
+            assert [n.decode() for n in h5["names"][()]] == ["Al", "Cu", "density"]
             assert h5["scalar"][()] == 3.5 and h5["scalar"].attrs["units"] == "eV"
             assert h5["decomposition/bricks"].shape == (comm.size, 2, 3)
             assert h5.attrs["n_ranks"] == comm.size
