@@ -1,0 +1,1 @@
+"""The neural network: architecture, scaling, model file, inference and training."""

@@ -1,0 +1,79 @@
+"""Batched LDOS prediction on this rank's grid points, and the choice of device."""
+
+import numpy as np
+import torch
+
+from ..parallel import UserInputError, node_local_rank
+
+
+def select_device(requested, comm):
+    """The torch device for this rank.
+
+    Parameters
+    ----------
+    requested : str
+        "auto" (a GPU when CUDA is visible, else the CPU), "cpu", "cuda" (a GPU, an error without
+        one) or "cuda:N" (that GPU). With "auto" and "cuda", ranks on a node share the visible GPUs
+        round-robin: GPU ``node_local_rank % device_count``.
+    comm : Comm
+        Used to find this rank's index on its node.
+    """
+    requested = str(requested).strip().lower()
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested not in ("auto", "cuda") and not requested.startswith("cuda:"):
+        raise UserInputError(f"unknown device {requested!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus == 0:
+        if requested == "auto":
+            return torch.device("cpu")
+        raise UserInputError(
+            f"device {requested!r} requested but no CUDA device is visible "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use 'auto' or 'cpu'"
+        )
+    if requested.startswith("cuda:"):
+        index = requested.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= n_gpus:
+            raise UserInputError(f"device {requested!r} requested but only {n_gpus} CUDA device(s) are visible")
+        return torch.device(requested)
+    return torch.device("cuda", node_local_rank(comm) % n_gpus)
+
+
+def predict_ldos(model, descriptors, batch_size, device, progress=None):
+    """LDOS predicted at every point, computed in batches of at most ``batch_size`` points.
+
+    Parameters
+    ----------
+    model : TrainedModel
+        Its network is moved to ``device`` and put in eval mode.
+    descriptors : ndarray, shape (n, n_desc), float64
+        Raw (unscaled) descriptors; standardised in float64, then cast to float32.
+    batch_size : int
+        Points per forward pass; bounds the extra memory to O(batch_size * (n_desc + n_e)).
+    device : torch.device
+    progress : callable(n_done, n_total) or None
+        Called after every batch.
+
+    Returns
+    -------
+    ndarray, shape (n, n_e), float32: LDOS in states/(eV·Å^3).
+    """
+    descriptors = np.asarray(descriptors)
+    if descriptors.ndim != 2 or descriptors.shape[1] != model.n_descriptors:
+        raise UserInputError(
+            f"descriptors have shape {descriptors.shape}; the model expects (n_points, {model.n_descriptors})"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    network = model.network.to(device).eval()
+    n_points = descriptors.shape[0]
+    ldos = np.empty((n_points, model.n_energies), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n_points, batch_size):
+            stop = min(start + batch_size, n_points)
+            x = model.input_scaler.transform(descriptors[start:stop]).astype(np.float32)
+            y = network(torch.from_numpy(x).to(device))
+            ldos[start:stop] = model.output_scaler.inverse_transform(y).cpu().numpy()
+            if progress is not None:
+                progress(stop, n_points)
+    return ldos
