@@ -1,0 +1,37 @@
+"""convert -> train -> predict on the real shared QE LDOS of Al32 at 933 K, all through the CLI."""
+
+import h5py
+import pytest
+import yaml
+
+from conftest import REPO, app_mpi
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_convert_train_predict_chain(tmp_path, al32_dir):
+    snapshot, model, out = tmp_path / "al32.h5", tmp_path / "model.pt", tmp_path / "predict.h5"
+    convert = {
+        "task": "convert", "ldos_file": str(al32_dir / "ldos_float32.npz"),
+        "structure": {"file": str(al32_dir / "scf.in"), "format": "espresso-in", "valence_electrons": {"Al": 3}},
+        "temperature": 933.0, "snapshot_file": str(snapshot), "descriptors": {"twojmax": 2},
+    }
+    train = {
+        "task": "train", "snapshots": [str(snapshot)], "model_file": str(model),
+        "network": {"hidden_layers": [16]}, "training": {"max_epochs": 2, "batch_size": 4096},
+    }
+    predict = {
+        "task": "predict", "structure": {"file": str(REPO / "inputs/structures/al32_933K_md_seed4711.extxyz")},
+        "grid": {"shape": [10, 10, 10]}, "model": {"file": str(model)}, "output": {"file": str(out)},
+    }
+    for name, data in (("convert", convert), ("train", train), ("predict", predict)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        app_mpi(2, path, timeout=600)
+    with h5py.File(snapshot) as h5:
+        assert h5["descriptors"].shape == (45, 45, 45, 5)
+        assert h5["ldos"].shape == (45, 45, 45, 171)
+        assert h5["n_electrons"][()] == 96.0
+    with h5py.File(out) as h5:
+        assert h5["dos"].shape == (171,)
+        assert h5["electrons/from_density"][()] == pytest.approx(96.0, rel=1e-9)
