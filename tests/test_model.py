@@ -206,6 +206,14 @@ def test_predictions_do_not_depend_on_batch_size(model):
     assert all(a[0] < b[0] for a, b in zip(calls, calls[1:]))
 
 
+def test_predictions_do_not_depend_on_how_points_are_split(model):
+    """Bitwise: a rank's brick must give the same LDOS as the same points inside a bigger brick."""
+    x = descriptor_sample(1000, seed=5)
+    whole = predict_ldos(model, x, 256, torch.device("cpu"))
+    parts = [predict_ldos(model, x[a:b], 256, torch.device("cpu")) for a, b in ((0, 333), (333, 701), (701, 1000))]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
 def test_prediction_applies_both_scalers(model):
     x = descriptor_sample(20, seed=4)
     with torch.no_grad():

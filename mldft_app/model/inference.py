@@ -49,7 +49,10 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None):
     descriptors : ndarray, shape (n, n_desc), float64
         Raw (unscaled) descriptors; standardised in float64, then cast to float32.
     batch_size : int
-        Points per forward pass; bounds the extra memory to O(batch_size * (n_desc + n_e)).
+        Points per forward pass; bounds the extra memory to O(batch_size * (n_desc + n_e)). The last
+        batch is zero-padded to full size: every forward pass has the same shape, so a point's result
+        does not depend on how the grid was split over ranks (matrix-multiply kernels change their
+        summation path with the number of rows).
     device : torch.device
     progress : callable(n_done, n_total) or None
         Called after every batch.
@@ -71,8 +74,9 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None):
     with torch.inference_mode():
         for start in range(0, n_points, batch_size):
             stop = min(start + batch_size, n_points)
-            x = model.input_scaler.transform(descriptors[start:stop]).astype(np.float32)
-            y = network(torch.from_numpy(x).to(device))
+            x = np.zeros((batch_size, model.n_descriptors), dtype=np.float32)
+            x[: stop - start] = model.input_scaler.transform(descriptors[start:stop])
+            y = network(torch.from_numpy(x).to(device))[: stop - start]
             ldos[start:stop] = model.output_scaler.inverse_transform(y).cpu().numpy()
             if progress is not None:
                 progress(stop, n_points)
