@@ -1,0 +1,105 @@
+"""From an LDOS on this rank's brick to the physics results and the output file.
+
+Shared by ``predict`` (LDOS from the network) and ``postprocess`` (LDOS from a DFT snapshot), so both
+compute and write exactly the same quantities.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .. import config as config_mod
+from ..decomposition import voxel_volume
+from ..io.output import OutputFile, write_decomposition, write_structure
+from ..ldos import integrals
+from ..timing import format_table
+from ..units import kelvin_to_ev
+
+
+@dataclasses.dataclass
+class ElectronicSystem:
+    """What the LDOS analysis needs besides the LDOS (identical on every rank).
+
+    Attributes
+    ----------
+    atoms : ase.Atoms (Angstrom)
+    energies : ndarray (n_e,), eV
+    temperature : float, K
+    n_electrons : float
+    """
+
+    atoms: object
+    energies: np.ndarray
+    temperature: float
+    n_electrons: float
+
+
+@dataclasses.dataclass
+class LdosResults:
+    """DOS (n_e,) states/eV; density (n_local,) electrons/Angstrom^3 on this brick; energies in eV."""
+
+    dos: np.ndarray
+    density: np.ndarray
+    energies: dict
+    electrons_from_density: float
+
+
+def analyse_ldos(ldos_local, system, layout, comm):
+    """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e).
+
+    Collective: one reduction of the DOS and one of the electron count.
+    """
+    kt = kelvin_to_ev(system.temperature)
+    dv = voxel_volume(system.atoms.cell[:], layout.shape)
+    dos = integrals.dos_from_ldos(ldos_local, dv, comm)
+    fermi = integrals.fermi_level(system.energies, dos, system.n_electrons, kt)
+    density = integrals.density_from_ldos(ldos_local, system.energies, fermi, kt)
+    energies = {
+        "fermi": fermi,
+        "band": integrals.band_energy(system.energies, dos, fermi, kt),
+        "minus_ts": integrals.minus_ts(system.energies, dos, fermi, kt),
+    }
+    electrons = comm.allreduce_sum(density.sum()) * dv
+    return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)
+
+
+def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **attrs):
+    """Write the run's HDF5 output collectively (see README, "Output")."""
+    with OutputFile(cfg.output.file, comm) as out:
+        out.write_field("density", results.density, layout, "electrons/Angstrom^3")
+        if ldos_local is not None:
+            out.write_field("ldos", ldos_local, layout, "states/(eV Angstrom^3)", dtype=np.float32)
+        out.write_array("energy_grid", system.energies, "eV")
+        out.write_array("dos", results.dos, "states/eV")
+        for name, value in results.energies.items():
+            out.write_array(f"energies/{name}", value, "eV")
+        out.write_array("electrons/expected", system.n_electrons, "electrons")
+        out.write_array("electrons/from_density", results.electrons_from_density, "electrons")
+        out.write_array("temperature", system.temperature, "K")
+        write_structure(out, system.atoms)
+        write_decomposition(out, layout)
+        out.set_attrs("/", task=cfg.task, config_yaml=config_mod.to_yaml(cfg), **attrs)
+        names, seconds, memory = timer.gather(comm)
+        out.write_strings("timings/stages", names)
+        out.write_array("timings/seconds", seconds, "s", description="[rank, stage] wall time up to the output stage")
+        out.write_array("timings/peak_memory", memory, "MiB", description="peak resident memory per rank")
+
+
+ENERGY_LABELS = {"fermi": "Fermi level", "band": "band energy", "minus_ts": "-TS"}
+
+
+def print_summary(cfg, comm, system, layout, results, timer):
+    """Rank 0: a short human summary and the per-stage timing table."""
+    names, seconds, memory = timer.gather(comm)
+    if not comm.is_root:
+        return
+    n_atoms = len(system.atoms)
+    lines = [f"mldft_app {cfg.task}: {n_atoms} atoms ({system.atoms.get_chemical_formula()}), "
+             f"grid {'x'.join(map(str, layout.shape))}, T = {system.temperature:.1f} K, {comm.size} rank(s)"]
+    for name, value in results.energies.items():
+        per_atom = "" if name == "fermi" else f"   ({value / n_atoms:.6f} eV/atom)"
+        lines.append(f"  {ENERGY_LABELS.get(name, name):<16} {value:14.6f} eV{per_atom}")
+    lines.append(f"  {'electrons':<16} {results.electrons_from_density:14.6f}    (expected {system.n_electrons:.6f})")
+    lines.append(f"  {'output':<16} {cfg.output.file}")
+    print("\n".join(lines))
+    print(format_table(names, seconds, memory))
