@@ -25,6 +25,10 @@ def task_runner(task):
         from .tasks.train import run_train
 
         return run_train
+    if task == "postprocess":
+        from .tasks.postprocess import run_postprocess
+
+        return run_postprocess
     if task == "convert":
         from .tasks.convert import run_convert
 

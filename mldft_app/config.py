@@ -16,7 +16,6 @@ import yaml
 from .parallel import UserInputError
 
 TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
-IMPLEMENTED_TASKS = ("predict", "train", "convert")
 
 
 def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, length=None, path=False):
@@ -141,7 +140,15 @@ class ConvertInput:
     overwrite: bool = option(False, doc="replace an existing snapshot file")
 
 
-TASK_SCHEMAS = {"predict": PredictInput, "train": TrainInput, "convert": ConvertInput}
+@dataclass(frozen=True)
+class PostprocessInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    snapshot_file: str = option(doc="snapshot whose LDOS is integrated (HDF5, written by `task: convert`)", path=True)
+    output: OutputConfig = option(doc="where results go")
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = the snapshot's", unit="K", minimum=0.0)
+
+
+TASK_SCHEMAS = {"predict": PredictInput, "train": TrainInput, "convert": ConvertInput, "postprocess": PostprocessInput}
 
 
 # ----------------------------------------------------------------------------------------------------

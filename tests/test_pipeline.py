@@ -1,4 +1,4 @@
-"""convert -> train -> predict on the real shared QE LDOS of Al32 at 933 K, all through the CLI."""
+"""convert -> postprocess, train -> predict on the real shared QE LDOS of Al32 at 933 K, all through the CLI."""
 
 import h5py
 import pytest
@@ -11,6 +11,7 @@ from conftest import REPO, app_mpi
 @pytest.mark.slow
 def test_convert_train_predict_chain(tmp_path, al32_dir):
     snapshot, model, out = tmp_path / "al32.h5", tmp_path / "model.pt", tmp_path / "predict.h5"
+    post = tmp_path / "postprocess.h5"
     convert = {
         "task": "convert", "ldos_file": str(al32_dir / "ldos_float32.npz"),
         "structure": {"file": str(al32_dir / "scf.in"), "format": "espresso-in", "valence_electrons": {"Al": 3}},
@@ -24,7 +25,9 @@ def test_convert_train_predict_chain(tmp_path, al32_dir):
         "task": "predict", "structure": {"file": str(REPO / "inputs/structures/al32_933K_md_seed4711.extxyz")},
         "grid": {"shape": [10, 10, 10]}, "model": {"file": str(model)}, "output": {"file": str(out)},
     }
-    for name, data in (("convert", convert), ("train", train), ("predict", predict)):
+    postprocess = {"task": "postprocess", "snapshot_file": str(snapshot), "output": {"file": str(post)}}
+    steps = (("convert", convert), ("postprocess", postprocess), ("train", train), ("predict", predict))
+    for name, data in steps:
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data))
         app_mpi(2, path, timeout=600)
@@ -35,3 +38,10 @@ def test_convert_train_predict_chain(tmp_path, al32_dir):
     with h5py.File(out) as h5:
         assert h5["dos"].shape == (171,)
         assert h5["electrons/from_density"][()] == pytest.approx(96.0, rel=1e-9)
+    # The DFT LDOS through convert + postprocess: the independent reference numbers (physics.md).
+    with h5py.File(post) as h5:
+        assert h5["energies/fermi"][()] == pytest.approx(7.4179, abs=1e-3)
+        assert h5["energies/band"][()] == pytest.approx(309.044, abs=0.01)
+        assert h5["energies/minus_ts"][()] == pytest.approx(-0.2768, abs=0.002)
+        assert h5["electrons/from_density"][()] == pytest.approx(96.0, rel=1e-9)
+        assert h5.attrs["task"] == "postprocess"
