@@ -132,10 +132,12 @@ class TrainInput:
 @dataclass(frozen=True)
 class ConvertInput:
     task: str = option(doc="what the run does", choices=TASKS)
-    ldos_file: str = option(doc="LDOS on the grid as a numpy archive (keys ldos [nx,ny,nz,n_e] in states/(Ry bohr^3), energies_eV)", path=True)
-    structure: StructureConfig = option(doc="atomic configuration of the LDOS (e.g. the pw.x input)")
     temperature: float = option(doc="electronic temperature of the DFT run", unit="K", minimum=0.0)
     snapshot_file: str = option(doc="snapshot file to write (HDF5)", path=True)
+    ldos_file: typing.Optional[str] = option(None, doc="LDOS on the grid as a numpy archive (keys ldos [nx,ny,nz,n_e] in states/(Ry bohr^3), energies_eV); give this or ldos_cubes", path=True)
+    ldos_cubes: typing.Optional[str] = option(None, doc="pp.x LDOS cube files (plot_num=3, output_format=6, plain or .gz) as a glob pattern, e.g. 'run/tmp.pp*.cube'; ordered by the energy in each header, which must be uniformly spaced; give this or ldos_file", path=True)
+    qe_output: typing.Optional[str] = option(None, doc="pw.x output of the same run (scf.out): its energies go into the snapshot's reference group; its structure and electron count are used when structure / valence_electrons are not given", path=True)
+    structure: typing.Optional[StructureConfig] = option(None, doc="atomic configuration of the LDOS (e.g. the pw.x input, full precision); null = the structure in qe_output (rounded to ~1e-6 Angstrom)")
     descriptors: DescriptorConfig = section(DescriptorConfig, "SNAP fingerprint parameters")
     overwrite: bool = option(False, doc="replace an existing snapshot file")
 
