@@ -52,7 +52,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class DescriptorConfig:
-    backend: str = option("lammps", doc="descriptor implementation", choices=("lammps",))
+    backend: str = option("lammps", doc="descriptor implementation: lammps (reference) or torch (CPU/GPU, same values)", choices=("lammps", "torch"))
     twojmax: int = option(10, doc="2 x maximum angular momentum of the bispectrum", minimum=0)
     rcutfac: float = option(4.67637, doc="cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", minimum=0.0)
     rfac0: float = option(0.99363, doc="angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)

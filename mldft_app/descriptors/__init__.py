@@ -28,7 +28,13 @@ def _load_lammps_backend():
     return compute_lammps
 
 
-BACKENDS = {"lammps": _load_lammps_backend}
+def _load_torch_backend():
+    from .torch_backend import compute_torch
+
+    return compute_torch
+
+
+BACKENDS = {"lammps": _load_lammps_backend, "torch": _load_torch_backend}
 """Backend name -> zero-argument callable returning the backend function."""
 
 
