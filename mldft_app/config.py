@@ -82,6 +82,9 @@ class EnergyGridConfig:
 class PhysicsConfig:
     temperature: typing.Optional[float] = option(None, doc="electronic temperature of the Fermi-Dirac occupation; null = the model's training temperature", unit="K", minimum=0.0)
     energy_grid: EnergyGridConfig = section(EnergyGridConfig, "LDOS energy grid; must match the model's")
+    pseudopotentials: typing.Dict[str, str] = option(
+        {}, doc="UPF file per element, e.g. {Al: /usr/share/espresso/pseudo/Al.pz-vbc.UPF}: functional and ionic charges for the total energy; empty = no total energy", path=True
+    )
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ class PostprocessInput:
     snapshot_file: str = option(doc="snapshot whose LDOS is integrated (HDF5, written by `task: convert`)", path=True)
     output: OutputConfig = option(doc="where results go")
     temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = the snapshot's", unit="K", minimum=0.0)
+    pseudopotentials: typing.Dict[str, str] = option(
+        {}, doc="UPF file per element: functional and ionic charges for the total energy; empty = no total energy", path=True
+    )
 
 
 TASK_SCHEMAS = {"predict": PredictInput, "train": TrainInput, "convert": ConvertInput, "postprocess": PostprocessInput}

@@ -18,6 +18,7 @@ def write_input(tmp_path, name, shape=(18, 18, 18), **overrides):
         "grid": {"shape": list(shape)},
         "model": {"file": str(MODEL), "batch_size": 1000},
         "output": {"file": str(tmp_path / f"{name}.h5"), "write_ldos": True},
+        "physics": {"pseudopotentials": {"Al": "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"}},
     }
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
@@ -42,6 +43,8 @@ def test_one_and_two_ranks_agree(runs):
     with h5py.File(runs[1][0]) as one, h5py.File(runs[2][0]) as two:
         for name in ("dos", "energies/fermi", "energies/band", "energies/minus_ts"):
             np.testing.assert_allclose(two[name][()], one[name][()], rtol=1e-10, atol=0, err_msg=name)
+        for name in ("total", "hartree", "xc", "ewald", "double_counting"):
+            np.testing.assert_allclose(two[f"energies/{name}"][()], one[f"energies/{name}"][()], rtol=1e-9, atol=0, err_msg=name)
         np.testing.assert_allclose(two["density"][()], one["density"][()], rtol=1e-10, atol=0)
         np.testing.assert_array_equal(two["ldos"][()], one["ldos"][()])
         assert one["decomposition/bricks"].shape == (1, 2, 3)
@@ -78,6 +81,8 @@ def test_output_contents_and_units(runs):
         ({"descriptors": {"twojmax": 8}}, "twojmax"),
         ({"physics": {"energy_grid": {"minimum": -4.0, "spacing": 0.1, "count": 171}}}, "energy grid"),
         ({"structure": {"valence_electrons": {"Cu": 11}}}, None),
+        ({"structure": {"valence_electrons": {"Al": 2}}}, "ionic charge"),
+        ({"physics": {"pseudopotentials": {"Al": "/usr/share/espresso/pseudo/Cu.pz-d-rrkjus.UPF"}}}, "element"),
         ({"model": {"file": "/nonexistent/model.pt"}}, "model"),
         ({"structure": {"file": "/nonexistent/al.xyz"}}, "does not exist"),
     ],

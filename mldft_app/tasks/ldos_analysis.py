@@ -5,11 +5,16 @@ compute and write exactly the same quantities.
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from .. import config as config_mod
 from ..decomposition import voxel_volume
+from ..energy.total import IonicSetup, density_terms, total_energy
+from ..energy.upf import read_upf
+from ..energy.xc import functional_from_qe
+from ..parallel import UserInputError
 from ..io.output import OutputFile, write_decomposition, write_structure
 from ..ldos import integrals
 from ..timing import format_table
@@ -26,12 +31,48 @@ class ElectronicSystem:
     energies : ndarray (n_e,), eV
     temperature : float, K
     n_electrons : float
+    ionic : energy.total.IonicSetup or None
+        Functional and ionic charges; None = no total energy (no pseudopotentials given).
     """
 
     atoms: object
     energies: np.ndarray
     temperature: float
     n_electrons: float
+    ionic: Optional[IonicSetup] = None
+
+
+def ionic_from_pseudopotentials(atoms, files):
+    """IonicSetup (functional, charge per atom) from {element: UPF path}; None when ``files`` is empty."""
+    if not files:
+        return None
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(files))
+    if missing:
+        raise UserInputError(f"pseudopotentials: no file for element(s) {', '.join(missing)}")
+    pseudos = {symbol: read_upf(path) for symbol, path in files.items()}
+    for symbol, pseudo in pseudos.items():
+        if pseudo.element.strip().lower() != symbol.lower():
+            raise UserInputError(f"pseudopotentials.{symbol}: {pseudo.path} is for element {pseudo.element}")
+        if pseudo.core_correction:
+            raise UserInputError(f"pseudopotentials.{symbol}: {pseudo.path} has a nonlinear core correction, "
+                                 "which the total energy does not include yet")
+    try:
+        functionals = {functional_from_qe(p.functional) for p in pseudos.values()}
+    except ValueError as err:
+        raise UserInputError(f"pseudopotentials: {err}") from None
+    if len(functionals) != 1:
+        raise UserInputError(f"pseudopotentials use different functionals: {sorted(functionals)}")
+    charges = np.array([pseudos[s].z_valence for s in atoms.get_chemical_symbols()], dtype=float)
+    return IonicSetup(functional=functionals.pop(), charges=charges)
+
+
+def check_electrons_match_ions(system):
+    """The electron count must equal the ionic charge (a neutral cell), when both are known."""
+    if system.ionic is not None and abs(system.ionic.charges.sum() - system.n_electrons) > 1e-8:
+        raise UserInputError(
+            f"{system.n_electrons:g} valence electrons but the pseudopotentials' ionic charge is "
+            f"{system.ionic.charges.sum():g}: check structure.valence_electrons / the model's values"
+        )
 
 
 @dataclasses.dataclass
@@ -59,6 +100,9 @@ def analyse_ldos(ldos_local, system, layout, comm):
         "band": integrals.band_energy(system.energies, dos, fermi, kt),
         "minus_ts": integrals.minus_ts(system.energies, dos, fermi, kt),
     }
+    if system.ionic is not None:
+        energies.update(density_terms(density, layout, system.atoms, system.ionic, comm))
+        energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
     electrons = comm.allreduce_sum(density.sum()) * dv
     return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)
 
@@ -85,7 +129,10 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **
         out.write_array("timings/peak_memory", memory, "MiB", description="peak resident memory per rank")
 
 
-ENERGY_LABELS = {"fermi": "Fermi level", "band": "band energy", "minus_ts": "-TS"}
+ENERGY_LABELS = {
+    "fermi": "Fermi level", "band": "band energy", "minus_ts": "-TS", "hartree": "Hartree", "xc": "XC",
+    "ewald": "Ewald", "double_counting": "-∫n(vH+vxc)", "total": "TOTAL energy",
+}
 
 
 def print_summary(cfg, comm, system, layout, results, timer):

@@ -14,7 +14,14 @@ from ..io.snapshot import open_snapshot
 from ..parallel import checked_on_root
 from ..structure import prepare_atoms
 from ..timing import StageTimer
-from .ldos_analysis import ElectronicSystem, analyse_ldos, print_summary, write_results
+from .ldos_analysis import (
+    ElectronicSystem,
+    analyse_ldos,
+    check_electrons_match_ions,
+    ionic_from_pseudopotentials,
+    print_summary,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,9 @@ def preflight(cfg):
                               source=str(cfg.snapshot_file))
         temperature = snap.temperature if cfg.temperature is None else cfg.temperature
         system = ElectronicSystem(atoms=atoms, energies=np.asarray(snap.energies, dtype=float),
-                                  temperature=float(temperature), n_electrons=snap.n_electrons)
+                                  temperature=float(temperature), n_electrons=snap.n_electrons,
+                                  ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
+        check_electrons_match_ions(system)
         return system, snap.grid_shape
 
 

@@ -18,7 +18,14 @@ from ..model.store import load_model
 from ..parallel import UserInputError, checked_on_root
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer
-from .ldos_analysis import ElectronicSystem, analyse_ldos, print_summary, write_results
+from .ldos_analysis import (
+    ElectronicSystem,
+    analyse_ldos,
+    check_electrons_match_ions,
+    ionic_from_pseudopotentials,
+    print_summary,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,9 @@ def preflight(cfg):
             raise UserInputError(f"physics.temperature is required: the model was trained at several temperatures {model.temperatures} K")
         temperature = model.temperatures[0]
     system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=float),
-                              temperature=float(temperature), n_electrons=n_electrons)
+                              temperature=float(temperature), n_electrons=n_electrons,
+                              ionic=ionic_from_pseudopotentials(atoms, cfg.physics.pseudopotentials))
+    check_electrons_match_ions(system)
     return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params))
 
 

@@ -1,0 +1,60 @@
+"""Total energy from the band energy and the density (Harris-Foulkes / double-counting form).
+
+    E = E_band - ∫ n (v_H + v_xc) dr + E_H[n] + E_xc[n] + E_Ewald - TS
+
+as Quantum ESPRESSO prints it; the local pseudopotential is inside the eigenvalues, hence in E_band.
+All energies in eV.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ewald import ewald_energy
+from .fft import DistributedFFT
+from .hartree import hartree
+from .xc import xc
+
+
+@dataclass(frozen=True)
+class IonicSetup:
+    """What the density-dependent and ionic terms need besides the density.
+
+    Attributes
+    ----------
+    functional : str
+        "lda_pz" or "pbe" (see energy.xc.functional_from_qe).
+    charges : ndarray, shape (n_atoms,)
+        Valence (ionic) charge of every atom, e.
+    """
+
+    functional: str
+    charges: np.ndarray
+
+
+def density_terms(density_local, layout, atoms, ionic, comm):
+    """Hartree, XC, Ewald and double-counting terms (eV) of the density on this rank's brick.
+
+    Collective. ``density_local``: (n_local,) electrons/Angstrom^3. Returns a dict with keys
+    hartree, xc, ewald, double_counting (= -∫ n (v_H + v_xc) dr).
+    """
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    voxel = abs(np.linalg.det(cell)) / np.prod(layout.shape)
+    fft = DistributedFFT(layout, cell, comm)
+    try:
+        e_hartree, v_hartree = hartree(density_local, fft)
+        e_xc, v_xc = xc(density_local, fft, ionic.functional)
+    finally:
+        fft.close()
+    double_counting = -comm.allreduce_sum(np.dot(density_local, v_hartree + v_xc)) * voxel
+    return {
+        "hartree": e_hartree,
+        "xc": e_xc,
+        "ewald": ewald_energy(cell, atoms.get_positions(), ionic.charges),
+        "double_counting": double_counting,
+    }
+
+
+def total_energy(band, minus_ts, terms):
+    """E_band + (-∫n(v_H+v_xc)) + E_H + E_xc + E_Ewald + (-TS), eV."""
+    return band + terms["double_counting"] + terms["hartree"] + terms["xc"] + terms["ewald"] + minus_ts
