@@ -28,8 +28,10 @@ def require_qe(*programs):
 
 
 def pw_input(cell, positions, *, prefix="case", ecutwfc=12.0, kpts=(2, 2, 2), nbnd=None, degauss=0.02,
-             smearing="fd", verbosity="high"):
-    """Text of a pw.x scf input for Al atoms (cell rows and Cartesian positions in Angstrom, full precision)."""
+             smearing="fd", verbosity="high", species=("Al", 26.98, AL_PSEUDO)):
+    """Text of a pw.x scf input for atoms of one ``species`` (symbol, mass, UPF file; Al by default),
+    cell rows and Cartesian positions in Angstrom, full precision."""
+    symbol, mass, pseudo = species
     system = f"ibrav=0, nat={len(positions)}, ntyp=1, ecutwfc={ecutwfc}, occupations='smearing', " \
              f"smearing='{smearing}', degauss={degauss}"
     if nbnd:
@@ -46,11 +48,11 @@ def pw_input(cell, positions, *, prefix="case", ecutwfc=12.0, kpts=(2, 2, 2), nb
         "  conv_thr=1e-8, mixing_beta=0.5",
         "/",
         "ATOMIC_SPECIES",
-        f"Al 26.98 {AL_PSEUDO}",
+        f"{symbol} {mass} {pseudo}",
         "CELL_PARAMETERS angstrom",
         *(" ".join(f"{x:.12f}" for x in row) for row in np.asarray(cell, dtype=float)),
         "ATOMIC_POSITIONS angstrom",
-        *("Al " + " ".join(f"{x:.12f}" for x in row) for row in np.asarray(positions, dtype=float)),
+        *(f"{symbol} " + " ".join(f"{x:.12f}" for x in row) for row in np.asarray(positions, dtype=float)),
         "K_POINTS automatic",
         " ".join(str(k) for k in kpts) + " 0 0 0",
     ]

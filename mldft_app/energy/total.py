@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .core import core_density
 from .ewald import ewald_energy
 from .fft import DistributedFFT
 from .hartree import hartree
@@ -26,24 +27,30 @@ class IonicSetup:
         "lda_pz" or "pbe" (see energy.xc.functional_from_qe).
     charges : ndarray, shape (n_atoms,)
         Valence (ionic) charge of every atom, e.
+    pseudopotentials : dict symbol -> energy.upf.Pseudopotential
+        For the nonlinear core correction (species with a core charge).
     """
 
     functional: str
     charges: np.ndarray
+    pseudopotentials: dict
 
 
 def density_terms(density_local, layout, atoms, ionic, comm):
     """Hartree, XC, Ewald and double-counting terms (eV) of the density on this rank's brick.
 
-    Collective. ``density_local``: (n_local,) electrons/Angstrom^3. Returns a dict with keys
-    hartree, xc, ewald, double_counting (= -∫ n (v_H + v_xc) dr).
+    Collective. ``density_local``: (n_local,) valence electrons/Angstrom^3. XC is evaluated on the
+    valence plus the pseudo-core charge (nonlinear core correction), the double counting on the
+    valence density, as in QE. Returns a dict with keys hartree, xc, ewald,
+    double_counting (= -∫ n (v_H + v_xc) dr).
     """
     cell = np.asarray(atoms.cell[:], dtype=float)
     voxel = abs(np.linalg.det(cell)) / np.prod(layout.shape)
     fft = DistributedFFT(layout, cell, comm)
     try:
         e_hartree, v_hartree = hartree(density_local, fft)
-        e_xc, v_xc = xc(density_local, fft, ionic.functional)
+        core = core_density(fft, atoms, ionic.pseudopotentials)
+        e_xc, v_xc = xc(density_local, fft, ionic.functional, core_density_local=core)
     finally:
         fft.close()
     double_counting = -comm.allreduce_sum(np.dot(density_local, v_hartree + v_xc)) * voxel

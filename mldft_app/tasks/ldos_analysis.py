@@ -53,9 +53,6 @@ def ionic_from_pseudopotentials(atoms, files):
     for symbol, pseudo in pseudos.items():
         if pseudo.element.strip().lower() != symbol.lower():
             raise UserInputError(f"pseudopotentials.{symbol}: {pseudo.path} is for element {pseudo.element}")
-        if pseudo.core_correction:
-            raise UserInputError(f"pseudopotentials.{symbol}: {pseudo.path} has a nonlinear core correction, "
-                                 "which the total energy does not include yet")
     try:
         functionals = {functional_from_qe(p.functional) for p in pseudos.values()}
     except ValueError as err:
@@ -63,7 +60,7 @@ def ionic_from_pseudopotentials(atoms, files):
     if len(functionals) != 1:
         raise UserInputError(f"pseudopotentials use different functionals: {sorted(functionals)}")
     charges = np.array([pseudos[s].z_valence for s in atoms.get_chemical_symbols()], dtype=float)
-    return IonicSetup(functional=functionals.pop(), charges=charges)
+    return IonicSetup(functional=functionals.pop(), charges=charges, pseudopotentials=pseudos)
 
 
 def check_electrons_match_ions(system):
