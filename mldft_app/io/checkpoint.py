@@ -1,0 +1,472 @@
+"""Checkpoints of predict's grid stages, readable on any number of ranks, safe against SIGKILL.
+
+Files (``<ckpt>`` is the checkpoint path given by the caller)::
+
+    <ckpt>                          manifest: format, code version, input fingerprint (+ per-item hashes)
+    <ckpt>.<stage>.h5               a complete stage: dataset ``data`` of global shape (nx, ny, nz, m)
+    <ckpt>.<stage>.chunk<id>.h5     one finished chunk of a long stage: ``data`` of the chunk's box
+
+Data are stored by global grid index, written collectively (mpio) from each rank's brick, so a
+restart on another number of ranks reads its own brick by slices.
+
+Atomicity (designed for SIGKILL at any moment): every file is written under ``<name>.tmp``, closed,
+fsync'ed and only then renamed to its final name; the rename is the completion marker. A file with a
+final name is therefore always whole; a ``.tmp`` file is never read (it is overwritten by the next
+attempt). No file is ever modified after its rename, so a crash cannot damage finished stages (HDF5
+itself is not crash-safe while a file is open for writing). Each data file also stores a checksum of
+its contents that does not depend on the decomposition (a sum over points of a mixed hash of the
+value's bits and its global index, mod 2^64); it is verified on every read, so a file damaged later
+(truncated copy, disk error) is detected: it is ignored with a warning, deleted, and that stage or
+chunk is recomputed. A damaged or foreign *manifest* is refused (UserInputError), since it means
+the path holds something this run did not write.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..parallel import CollectiveInputError, UserInputError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mldft_app.checkpoint"
+FORMAT_VERSION = 1
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_MASK = (1 << 64) - 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fingerprint
+
+
+def _canonical(value):
+    """JSON-ready form: arrays to nested lists, numpy scalars to Python, dict keys sorted by json."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _canonical(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _sha256_json(value):
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
+    """sha256 of each input item that determines the checkpointed data: {item name: hex digest}.
+
+    Parameters
+    ----------
+    structure_positions : array_like, shape (n_atoms, 3), Angstrom
+    cell : array_like, shape (3, 3), Angstrom
+    numbers : array_like, shape (n_atoms,), atomic numbers
+    grid_shape : sequence of 3 int
+    model_file_bytes_hash : str
+        sha256 of the model file's bytes (:func:`file_sha256`).
+    descriptor_params : dict
+    extra : dict or None
+        Anything else the data depend on (energy grid, temperature, ...), JSON-compatible.
+    """
+    items = {
+        "structure positions": np.asarray(structure_positions, dtype=np.float64),
+        "cell": np.asarray(cell, dtype=np.float64),
+        "atomic numbers": np.asarray(numbers, dtype=np.int64),
+        "grid shape": [int(n) for n in grid_shape],
+        "model file": str(model_file_bytes_hash),
+        "descriptor parameters": dict(descriptor_params),
+    }
+    for key, value in (extra or {}).items():
+        items[f"extra.{key}"] = value
+    return {name: _sha256_json(value) for name, value in items.items()}
+
+
+def input_fingerprint(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
+    """sha256 (hex) of the canonical JSON of all input items (see :func:`fingerprint_items`)."""
+    return _sha256_json(fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra))
+
+
+def file_sha256(path, block=1 << 22):
+    """sha256 (hex) of a file's bytes (e.g. the model file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decomposition-independent checksum
+
+
+def _mix(x):
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def local_checksum(values, start, count, grid_shape, block_elements=1 << 22):
+    """Partial checksum (int mod 2^64) of a box of a global (nx, ny, nz, m) array.
+
+    ``values`` has shape count + (m,), C order; summing the partial checksums of disjoint boxes that
+    tile a region gives the same result however the region was split. Works through the box in
+    x-slabs of about ``block_elements`` values, so the temporary arrays stay small.
+    """
+    values = np.ascontiguousarray(values)
+    if values.size == 0:
+        return 0
+    m = values.shape[-1]
+    uint = np.uint64 if values.dtype.itemsize == 8 else np.uint32
+    per_plane = int(np.prod(count[1:])) * m
+    step = max(1, block_elements // per_plane)
+    iy, iz = np.meshgrid(np.arange(start[1], start[1] + count[1], dtype=np.uint64),
+                         np.arange(start[2], start[2] + count[2], dtype=np.uint64), indexing="ij")
+    plane_flat = (iy * np.uint64(grid_shape[2]) + iz).reshape(1, -1, 1)
+    components = np.arange(m, dtype=np.uint64)
+    total = np.uint64(0)
+    with np.errstate(over="ignore"):
+        for i0 in range(0, count[0], step):
+            block = values[i0:i0 + step]
+            ix = np.arange(start[0] + i0, start[0] + i0 + len(block), dtype=np.uint64).reshape(-1, 1, 1)
+            index = ((ix * np.uint64(grid_shape[1] * grid_shape[2])) + plane_flat) * np.uint64(m) + components
+            bits = block.view(uint).reshape(len(block), -1, m).astype(np.uint64)
+            total += _mix(bits ^ _mix(index + np.uint64(0x9E3779B97F4A7C15))).sum(dtype=np.uint64)
+    return int(total) & _MASK
+
+
+def global_checksum(comm, partial):
+    return sum(comm.allgather(int(partial))) & _MASK
+
+
+# ----------------------------------------------------------------------------------------------------
+# Boxes and collective I/O
+
+
+def plane_chunks(grid_shape, planes_per_chunk):
+    """Split the grid into slabs of whole x-planes: list of (start, stop) boxes, chunk id = list index."""
+    nx, ny, nz = (int(n) for n in grid_shape)
+    return [((x0, 0, 0), (min(x0 + planes_per_chunk, nx), ny, nz)) for x0 in range(0, nx, planes_per_chunk)]
+
+
+def brick_part(layout, box):
+    """This rank's part of a global box: (start, count) as tuples (count may contain 0)."""
+    lo = np.maximum(np.asarray(layout.start), np.asarray(box[0]))
+    hi = np.minimum(np.asarray(layout.start) + np.asarray(layout.local_shape), np.asarray(box[1]))
+    count = np.maximum(hi - lo, 0)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in count)
+
+
+def brick_part_index(layout, box):
+    """Positions of this rank's part of ``box`` in the brick's C-ordered flat arrays, int (n,)."""
+    start, count = brick_part(layout, box)
+    if 0 in count:
+        return np.zeros(0, dtype=np.int64)
+    axes = [np.arange(s, s + c) - b for s, c, b in zip(start, count, layout.start)]
+    grid = np.meshgrid(*axes, indexing="ij")
+    return np.ravel_multi_index([g.ravel() for g in grid], layout.local_shape)
+
+
+def _io(dset, start, count, buf, write, comm):
+    """Collective read/write of the box (start, count) of ``dset``; count may be empty on some ranks.
+
+    Uses the low-level API: h5py's high-level indexing skips empty selections, and a rank that skips
+    a collective transfer hangs the others.
+    """
+    from h5py import h5s
+
+    fspace = dset.id.get_space()
+    n = int(np.prod(count)) * int(np.prod(dset.shape[3:], dtype=np.int64))
+    if n == 0:
+        fspace.select_none()
+        mspace = h5s.create_simple((1,))
+        mspace.select_none()
+        buf = np.zeros(1, dtype=dset.dtype)
+    else:
+        fspace.select_hyperslab(tuple(start) + (0,) * (dset.ndim - 3), tuple(count) + tuple(dset.shape[3:]))
+        mspace = h5s.create_simple((n,))
+    if comm.size > 1:
+        with dset.collective:
+            (dset.id.write if write else dset.id.read)(mspace, fspace, buf, dxpl=dset._dxpl)
+    else:
+        (dset.id.write if write else dset.id.read)(mspace, fspace, buf)
+
+
+def _open(path, mode, comm):
+    if comm.size > 1:
+        return h5py.File(path, mode, driver="mpio", comm=comm.mpi)
+    return h5py.File(path, mode)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp, final, comm):
+    """After a collective close: make ``tmp`` durable and rename it to ``final`` (the marker)."""
+    comm.barrier()
+    if comm.is_root:
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(final.parent)
+    comm.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The checkpoint
+
+
+class Checkpoint:
+    """Checkpoint of one run's grid stages (collective: every rank makes every call).
+
+    Parameters
+    ----------
+    path : str or Path
+        Manifest path; stage files are ``<path>.<stage>.h5`` and ``<path>.<stage>.chunk<id>.h5``.
+    comm : parallel.Comm
+    fingerprint : str
+        :func:`input_fingerprint` of this run's inputs.
+    items : dict or None
+        :func:`fingerprint_items` of the same inputs; stored so that a mismatch can name the item.
+
+    An existing manifest is validated as in :func:`open_for_restart` (a foreign or damaged one raises
+    :class:`~mldft_app.parallel.CollectiveInputError`); otherwise rank 0 creates it.
+    """
+
+    def __init__(self, path, comm, fingerprint, items=None):
+        self.path = Path(path).resolve()
+        self.comm = comm
+        self.fingerprint = str(fingerprint)
+        self.items = dict(items or {})
+        error = None
+        if comm.is_root:
+            try:
+                if self.path.exists():
+                    _validate_manifest(self.path, self.fingerprint, self.items)
+                else:
+                    self._write_manifest()
+            except UserInputError as err:
+                error = str(err)
+        error = comm.bcast(error)
+        if error is not None:
+            raise CollectiveInputError(error)
+
+    def _write_manifest(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, code_version=__version__,
+                            fingerprint=self.fingerprint, fingerprint_items=json.dumps(self.items, sort_keys=True))
+        _fsync(tmp)
+        os.replace(tmp, self.path)
+
+    # -- names ---------------------------------------------------------------------------------------
+
+    def stage_file(self, stage, chunk=None):
+        if not _STAGE_NAME.match(stage):
+            raise ValueError(f"checkpoint stage name {stage!r}: use letters, digits, '_' and '-'")
+        suffix = "" if chunk is None else f".chunk{int(chunk):06d}"
+        return self.path.with_name(f"{self.path.name}.{stage}{suffix}.h5")
+
+    # -- whole stages --------------------------------------------------------------------------------
+
+    def has_stage(self, stage):
+        """True if a finished file of ``stage`` exists (its data are verified by :meth:`read_stage`)."""
+        return bool(self.comm.bcast(self.stage_file(stage).is_file() if self.comm.is_root else None))
+
+    def write_stage(self, stage, local, layout, units=""):
+        """Store this rank's brick of a grid array as stage ``stage`` (atomic: all or nothing).
+
+        Parameters
+        ----------
+        local : ndarray, shape (n_local,) or (n_local, m), float32 or float64
+            Values of this rank's points in C order of its brick (as for OutputFile.write_field).
+        layout : decomposition.GridLayout
+        """
+        box = ((0, 0, 0), tuple(layout.shape))
+        self._write(self.stage_file(stage), stage, None, local, layout, box, units)
+
+    def read_stage(self, stage, layout):
+        """This rank's brick of stage ``stage``, shape (n_local, m) (as written), or None if the stage is
+        absent or its file is damaged (then deleted, with a warning)."""
+        return self._read(self.stage_file(stage), stage, None, layout)
+
+    # -- chunks of a long stage ----------------------------------------------------------------------
+
+    def done_chunks(self, stage):
+        """Sorted ids of the finished chunks of ``stage`` (the same list on every rank)."""
+        ids = None
+        if self.comm.is_root:
+            pattern = re.compile(re.escape(f"{self.path.name}.{stage}.chunk") + r"(\d+)\.h5$")
+            ids = sorted(int(m.group(1)) for p in self.path.parent.iterdir() if (m := pattern.match(p.name)))
+        return self.comm.bcast(ids)
+
+    def write_chunk(self, stage, chunk_id, local, layout, box, units=""):
+        """Store chunk ``chunk_id`` of ``stage`` and mark it done (one atomic step).
+
+        Parameters
+        ----------
+        local : ndarray, shape (n_part,) or (n_part, m)
+            This rank's part of the chunk (:func:`brick_part`, C order; e.g.
+            ``brick_values[brick_part_index(layout, box)]``); n_part may be 0.
+        box : ((x0, y0, z0), (x1, y1, z1))
+            The chunk's global box (e.g. from :func:`plane_chunks`); the same on every rank.
+        """
+        self._write(self.stage_file(stage, chunk_id), stage, chunk_id, local, layout, box, units)
+
+    def mark_chunks_done(self, stage, chunk_ids):
+        """Nothing to do: :meth:`write_chunk` marks its chunk done by the same atomic rename that makes
+        its data visible, so a done mark without data cannot exist. Returns :meth:`done_chunks`."""
+        done = set(self.done_chunks(stage))
+        missing = sorted(set(int(c) for c in chunk_ids) - done)
+        if missing:
+            raise ValueError(f"chunks {missing} of stage {stage!r} were not written with write_chunk")
+        return sorted(done)
+
+    def read_chunk(self, stage, chunk_id, layout):
+        """This rank's part of a finished chunk, shape (n_part, m), or None if absent or damaged."""
+        return self._read(self.stage_file(stage, chunk_id), stage, chunk_id, layout)
+
+    # -- housekeeping --------------------------------------------------------------------------------
+
+    def remove(self):
+        """Delete every file of this checkpoint (after the output is complete); manifest last."""
+        self.comm.barrier()
+        if self.comm.is_root:
+            for path in list(self.path.parent.glob(f"{glob_escape(self.path.name)}.*")):
+                path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+        self.comm.barrier()
+
+    # -- implementation ------------------------------------------------------------------------------
+
+    def _write(self, final, stage, chunk_id, local, layout, box, units):
+        local = np.asarray(local)
+        if local.dtype not in (np.float32, np.float64):
+            raise TypeError(f"checkpoint data must be float32 or float64, not {local.dtype}")
+        # Ranks with no points may hold an empty (0,) array of any float type: agree on the layout.
+        shapes = self.comm.allgather((local.ndim == 2, local.shape[1] if local.ndim == 2 else 1, local.dtype.itemsize))
+        vector, m, itemsize = (max(column) for column in zip(*shapes))
+        dtype = np.dtype(np.float64 if itemsize == 8 else np.float32)
+        start, count = brick_part(layout, box)
+        values = np.ascontiguousarray(local, dtype=dtype).reshape(tuple(count) + (m,))
+        box_shape = tuple(int(b - a) for a, b in zip(box[0], box[1]))
+        tmp = final.with_name(final.name + ".tmp")
+        checksum = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
+        with _open(tmp, "w", self.comm) as h5:
+            dset = h5.create_dataset("data", shape=box_shape + (m,), dtype=dtype)
+            rel_start = tuple(s - b for s, b in zip(start, box[0]))
+            _io(dset, rel_start, count, values.reshape(-1), True, self.comm)
+            h5.attrs.update(format=FORMAT, stage=stage, chunk=-1 if chunk_id is None else int(chunk_id),
+                            box=np.asarray(box, dtype=np.int64), grid_shape=np.asarray(layout.shape, dtype=np.int64),
+                            vector=vector, units=units, checksum=f"{checksum:016x}", fingerprint=self.fingerprint,
+                            code_version=__version__)
+        _commit(tmp, final, self.comm)
+
+    def _read(self, final, stage, chunk_id, layout):
+        header, problem = None, None
+        if self.comm.is_root and final.is_file():
+            try:
+                header = _read_header(final, stage, chunk_id, self.fingerprint, layout.shape)
+            except (OSError, KeyError, ValueError) as err:
+                problem = str(err)
+        header, problem = self.comm.bcast((header, problem))
+        if header is None and problem is None:
+            return None
+        if problem is None:
+            box, m, vector, checksum = header
+            start, count = brick_part(layout, box)
+            with _open(final, "r", self.comm) as h5:
+                dset = h5["data"]
+                values = np.empty(tuple(count) + (m,), dtype=dset.dtype)
+                rel_start = tuple(s - b for s, b in zip(start, box[0]))
+                _io(dset, rel_start, count, values.reshape(-1), False, self.comm)
+            found = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
+            if found == checksum:
+                return values.reshape(-1, m) if vector else values.reshape(-1)
+            problem = f"checksum mismatch (stored {checksum:016x}, data {found:016x})"
+        if self.comm.is_root:
+            log.warning("checkpoint file %s is damaged (%s); ignoring and deleting it, the data will be recomputed", final, problem)
+            final.unlink(missing_ok=True)
+        self.comm.barrier()
+        return None
+
+
+def glob_escape(name):
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _read_header(path, stage, chunk_id, fingerprint, grid_shape):
+    """(box, m, vector, checksum) of a stage file, checked against what the caller expects (rank 0)."""
+    with h5py.File(path, "r") as h5:
+        attrs = dict(h5.attrs)
+        shape = h5["data"].shape
+    expected_chunk = -1 if chunk_id is None else int(chunk_id)
+    if attrs.get("format") != FORMAT or attrs.get("stage") != stage or int(attrs.get("chunk", -2)) != expected_chunk:
+        raise ValueError("not this stage's checkpoint file")
+    if attrs.get("fingerprint") != fingerprint:
+        raise ValueError("written for other inputs (fingerprint differs from the manifest's)")
+    if tuple(attrs["grid_shape"]) != tuple(grid_shape):
+        raise ValueError(f"grid {tuple(attrs['grid_shape'])} differs from {tuple(grid_shape)}")
+    box = tuple(tuple(int(v) for v in row) for row in attrs["box"])
+    if shape[:3] != tuple(b - a for a, b in zip(*box)):
+        raise ValueError("data shape does not match its box")
+    return box, int(shape[3]), bool(attrs["vector"]), int(attrs["checksum"], 16)
+
+
+def _validate_manifest(path, fingerprint, items):
+    """Raise UserInputError unless ``path`` is a checkpoint manifest written for ``fingerprint`` (rank 0)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = dict(h5.attrs)
+    except OSError as err:
+        raise UserInputError(
+            f"checkpoint {path} exists but is not a readable HDF5 file ({err}); it was not written by a "
+            f"checkpointing run of mldft_app: remove it (and {path}.*) to start afresh"
+        ) from None
+    if attrs.get("format") != FORMAT:
+        raise UserInputError(f"{path} is not an mldft_app checkpoint (format {attrs.get('format')!r}); remove it (and {path}.*) to start afresh")
+    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserInputError(f"checkpoint {path} has format version {attrs['format_version']}; this code reads up to {FORMAT_VERSION}")
+    if attrs.get("fingerprint") != fingerprint:
+        stored = json.loads(attrs.get("fingerprint_items", "{}"))
+        differing = sorted(k for k in set(stored) | set(items) if stored.get(k) != items.get(k)) if stored and items else []
+        which = f" (differing: {', '.join(differing)})" if differing else ""
+        raise UserInputError(
+            f"checkpoint {path} belongs to a run with other inputs{which}; it cannot be used for this one: "
+            f"remove it (and {path}.*) to start afresh"
+        )
+    if attrs.get("code_version") != __version__:
+        log.warning("checkpoint %s was written by mldft_app %s, this is %s", path, attrs.get("code_version"), __version__)
+
+
+def open_for_restart(path, comm, fingerprint, items=None):
+    """The checkpoint at ``path`` if it exists and belongs to these inputs; None if there is none.
+
+    Collective. Raises :class:`~mldft_app.parallel.CollectiveInputError` (a UserInputError, the same on
+    every rank) if ``path`` holds a checkpoint of other inputs (naming the differing items when
+    ``items`` are given) or something that is not a checkpoint (not HDF5, truncated, other format).
+    Damaged stage or chunk files are not refused here: :meth:`Checkpoint.read_stage` /
+    :meth:`Checkpoint.read_chunk` verify their checksums and ignore them.
+    """
+    exists = comm.bcast(Path(path).exists() if comm.is_root else None)
+    if not exists:
+        return None
+    return Checkpoint(path, comm, fingerprint, items)

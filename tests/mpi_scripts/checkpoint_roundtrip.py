@@ -1,0 +1,77 @@
+"""Under mpirun: write a checkpoint on N ranks, or read it back on any number of ranks and compare.
+
+Usage: checkpoint_roundtrip.py write|read|foreign CKPT NX NY NZ
+
+write    stages "vec" (n_local, 4) float64 and "scalar" (n_local,) float32, and every chunk but the last
+         of stage "slabs" (x-slabs of 3 planes, (n, 2) float64)
+read     checks every value against the known fields, and that the last chunk is not done
+foreign  opens with another fingerprint; must raise CollectiveInputError on every rank
+"""
+
+import sys
+
+import numpy as np
+
+from mldft_app.decomposition import GridLayout
+from mldft_app.io.checkpoint import (
+    Checkpoint, brick_part_index, fingerprint_items, input_fingerprint, open_for_restart, plane_chunks,
+)
+from mldft_app.parallel import CollectiveInputError, Comm
+
+
+def inputs(shape, model_hash="model-A"):
+    args = (np.zeros((1, 3)), np.eye(3) * 4.05, [13], shape, model_hash, {"twojmax": 10})
+    return input_fingerprint(*args), fingerprint_items(*args)
+
+
+def known(layout, m):
+    """Values encoding the global index and the component, shape (n_local, m)."""
+    flat = np.ravel_multi_index(layout.local_indices().T, layout.shape).astype(np.float64)
+    return flat[:, None] * 10.0 + np.arange(m) + 0.25
+
+
+def main():
+    mode, path = sys.argv[1], sys.argv[2]
+    shape = tuple(int(a) for a in sys.argv[3:6])
+    comm = Comm.world()
+    layout = GridLayout.create(shape, comm.size, comm.rank)
+    fingerprint, items = inputs(shape)
+    chunks = plane_chunks(shape, 3)
+    if mode == "write":
+        ckpt = Checkpoint(path, comm, fingerprint, items)
+        ckpt.write_stage("vec", known(layout, 4), layout, units="1")
+        ckpt.write_stage("scalar", known(layout, 1)[:, 0].astype(np.float32), layout)
+        slab_values = known(layout, 2)
+        for chunk_id, box in enumerate(chunks[:-1]):
+            ckpt.write_chunk("slabs", chunk_id, slab_values[brick_part_index(layout, box)], layout, box)
+        assert ckpt.mark_chunks_done("slabs", range(len(chunks) - 1)) == list(range(len(chunks) - 1))
+    elif mode == "read":
+        ckpt = open_for_restart(path, comm, fingerprint, items)
+        assert ckpt is not None
+        assert ckpt.has_stage("vec") and not ckpt.has_stage("missing")
+        assert np.array_equal(ckpt.read_stage("vec", layout), known(layout, 4))
+        scalar = ckpt.read_stage("scalar", layout)
+        assert scalar.dtype == np.float32 and np.array_equal(scalar, known(layout, 1)[:, 0].astype(np.float32))
+        assert ckpt.read_stage("missing", layout) is None
+        assert ckpt.done_chunks("slabs") == list(range(len(chunks) - 1))
+        slab_values = known(layout, 2)
+        for chunk_id in ckpt.done_chunks("slabs"):
+            part = ckpt.read_chunk("slabs", chunk_id, layout)
+            assert np.array_equal(part, slab_values[brick_part_index(layout, chunks[chunk_id])]), chunk_id
+        assert ckpt.read_chunk("slabs", len(chunks) - 1, layout) is None
+    elif mode == "foreign":
+        _, other_items = inputs(shape, model_hash="model-B")
+        try:
+            open_for_restart(path, comm, "0" * 64, other_items)
+        except CollectiveInputError as err:
+            assert "model file" in str(err), err
+            print(f"rank {comm.rank} refused: {err}")
+        else:
+            raise AssertionError("a foreign checkpoint was accepted")
+    comm.barrier()
+    if comm.is_root:
+        print(f"checkpoint {mode} ok on {comm.size} ranks")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Checkpoints: rank-count independence, refusal of foreign/damaged files, SIGKILL safety (real mpirun)."""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import python_mpi
+from mldft_app.decomposition import GridLayout
+from mldft_app.io.checkpoint import (
+    Checkpoint, fingerprint_items, global_checksum, input_fingerprint, local_checksum, open_for_restart,
+)
+from mldft_app.parallel import Comm, UserInputError
+
+SHAPE = (7, 5, 6)
+GRID_ARGS = [str(n) for n in SHAPE]
+BASE = dict(structure_positions=np.zeros((2, 3)), cell=np.eye(3) * 4.05, numbers=[13, 13], grid_shape=SHAPE,
+            model_file_bytes_hash="abc", descriptor_params={"twojmax": 10, "rcutfac": 4.67637}, extra={"temperature": 933.0})
+
+
+def known(layout, m=2):
+    flat = np.ravel_multi_index(layout.local_indices().T, layout.shape).astype(np.float64)
+    return flat[:, None] + np.arange(m) / 8.0
+
+
+@pytest.mark.parametrize("item,value", [
+    ("structure_positions", np.full((2, 3), 1e-12)), ("cell", np.eye(3) * 4.06), ("numbers", [13, 29]),
+    ("grid_shape", (7, 5, 7)), ("model_file_bytes_hash", "abd"), ("descriptor_params", {"twojmax": 8, "rcutfac": 4.67637}),
+    ("extra", {"temperature": 300.0}),
+])
+def test_fingerprint_changes_with_every_item(item, value):
+    changed = {**BASE, item: value}
+    assert input_fingerprint(**changed) != input_fingerprint(**BASE)
+    differing = [k for k, v in fingerprint_items(**changed).items() if fingerprint_items(**BASE)[k] != v]
+    assert len(differing) == 1
+    assert input_fingerprint(**BASE) == input_fingerprint(**{**BASE, "descriptor_params": {"rcutfac": 4.67637, "twojmax": 10}})
+
+
+def test_checksum_does_not_depend_on_the_decomposition():
+    values = np.random.default_rng(0).random(SHAPE + (3,))
+    whole = local_checksum(values, (0, 0, 0), SHAPE, SHAPE)
+    for nprocs in (2, 3, 6):
+        parts = 0
+        for rank in range(nprocs):
+            layout = GridLayout.create(SHAPE, nprocs, rank)
+            parts += local_checksum(values[layout.slices], layout.start, layout.local_shape, SHAPE)
+        assert parts % (1 << 64) == whole
+    flipped = values.copy()
+    flipped[3, 2, 1, 0] = np.nextafter(flipped[3, 2, 1, 0], 2.0)
+    assert local_checksum(flipped, (0, 0, 0), SHAPE, SHAPE) != whole
+    swapped = values.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    assert local_checksum(swapped, (0, 0, 0), SHAPE, SHAPE) != whole
+    assert global_checksum(Comm(), whole) == whole
+
+
+@pytest.fixture()
+def serial_ckpt(tmp_path):
+    comm = Comm()
+    layout = GridLayout.create(SHAPE, 1, 0)
+    items = fingerprint_items(**BASE)
+    ckpt = Checkpoint(tmp_path / "run.ckpt", comm, input_fingerprint(**BASE), items)
+    ckpt.write_stage("descriptors", known(layout), layout, units="1")
+    return ckpt, layout, items
+
+
+def test_serial_roundtrip_and_remove(serial_ckpt, tmp_path):
+    ckpt, layout, items = serial_ckpt
+    again = open_for_restart(tmp_path / "run.ckpt", Comm(), input_fingerprint(**BASE), items)
+    assert np.array_equal(again.read_stage("descriptors", layout), known(layout))
+    with h5py.File(ckpt.stage_file("descriptors")) as h5:
+        assert h5["data"].shape == SHAPE + (2,)
+        assert h5.attrs["code_version"] and h5.attrs["fingerprint"] == input_fingerprint(**BASE)
+    assert open_for_restart(tmp_path / "none.ckpt", Comm(), "x") is None
+    ckpt.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_foreign_checkpoint_names_the_differing_item(serial_ckpt, tmp_path):
+    other = {**BASE, "cell": np.eye(3) * 4.2}
+    with pytest.raises(UserInputError, match=r"other inputs \(differing: cell\)"):
+        open_for_restart(tmp_path / "run.ckpt", Comm(), input_fingerprint(**other), fingerprint_items(**other))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text", "other_hdf5"])
+def test_damaged_or_unknown_manifest_is_refused(serial_ckpt, tmp_path, damage):
+    path = tmp_path / "run.ckpt"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:700])
+    elif damage == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        path.unlink()
+        with h5py.File(path, "w") as h5:
+            h5.attrs["format"] = "something else"
+    with pytest.raises(UserInputError, match="remove it"):
+        open_for_restart(path, Comm(), input_fingerprint(**BASE))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "foreign_stage"])
+def test_damaged_stage_file_is_ignored_with_a_warning(serial_ckpt, caplog, damage):
+    ckpt, layout, _ = serial_ckpt
+    stage_file = ckpt.stage_file("descriptors")
+    if damage == "truncate":
+        stage_file.write_bytes(stage_file.read_bytes()[:-100])
+    elif damage == "bitflip":
+        with h5py.File(stage_file, "r+") as h5:
+            h5["data"][3, 2, 1, 0] += 1e-9
+    else:
+        with h5py.File(stage_file, "r+") as h5:
+            h5.attrs["fingerprint"] = "0" * 64
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.read_stage("descriptors", layout) is None
+    assert "damaged" in caplog.text and not stage_file.exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("writers,readers", [(2, 1), (1, 2)])
+def test_written_on_n_ranks_read_on_m(tmp_path, writers, readers):
+    path = str(tmp_path / "run.ckpt")
+    assert "write ok" in python_mpi(writers, "checkpoint_roundtrip.py", "write", path, *GRID_ARGS, timeout=60).stdout
+    assert "read ok" in python_mpi(readers, "checkpoint_roundtrip.py", "read", path, *GRID_ARGS, timeout=60).stdout
+    proc = python_mpi(2, "checkpoint_roundtrip.py", "foreign", path, *GRID_ARGS, timeout=60)
+    assert proc.stdout.count("refused: checkpoint") == 2 and "differing: model file" in proc.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("when", ["after_data", "before_rename"])
+def test_sigkill_during_a_stage_write_leaves_it_unused(tmp_path, when):
+    path = str(tmp_path / "run.ckpt")
+    proc = python_mpi(2, "checkpoint_kill.py", path, *GRID_ARGS, when, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert (tmp_path / "run.ckpt.good.h5").is_file() and not (tmp_path / "run.ckpt.bad.h5").exists()
+    assert "after kill ok" in python_mpi(1, "checkpoint_after_kill.py", path, *GRID_ARGS, timeout=60).stdout

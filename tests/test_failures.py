@@ -1,0 +1,158 @@
+"""Fault behaviour of the real CLI under `mpirun -n 2`: one clear message, every rank exits non-zero, fast.
+
+Each bad input must be reported exactly once (by rank 0, no traceback), before any heavy work, and
+every rank must exit with a non-zero status well within a hang guard of 30 s (not a speed test).
+A failure on only one rank in the middle of a run must abort the whole job, naming that rank.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import MPIRUN, REPO
+
+MODEL = REPO / "inputs" / "models" / "al_933K.pt"
+STRUCTURE = REPO / "inputs" / "structures" / "al32_933K_md_seed4711.extxyz"
+APP = Path(sys.executable).parent / "mldft_app"
+HANG_GUARD_S = 30.0
+# Each rank reports its own exit status (bash runs the app as a child, with the rank's PMI environment).
+RANK_WRAPPER = '"$0" "$@"; rc=$?; echo "[rank ${PMI_RANK:-?} exit $rc]" >&2; exit $rc'
+
+
+def base_input(tmp_path):
+    return {
+        "task": "predict",
+        "structure": {"file": str(STRUCTURE)},
+        "grid": {"shape": [6, 6, 6]},
+        "model": {"file": str(MODEL), "batch_size": 1000},
+        "output": {"file": str(tmp_path / "out.h5")},
+    }
+
+
+def structure_file(tmp_path, lattice, symbols=("Al", "Al"), name="s.extxyz"):
+    """A two-atom extxyz file; ``lattice`` None writes no cell."""
+    header = 'Properties=species:S:1:pos:R:3 pbc="T T T"' if lattice is None else f'Lattice="{lattice}" Properties=species:S:1:pos:R:3 pbc="T T T"'
+    lines = [str(len(symbols)), header] + [f"{s} {0.5 + i} 0.5 0.5" for i, s in enumerate(symbols)]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def torch_file(tmp_path, payload):
+    import torch
+
+    path = tmp_path / "not_a_model.pt"
+    torch.save(payload, path)
+    return str(path)
+
+
+def set_key(data, dotted, value):
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        node.pop(last)
+    else:
+        node[last] = value
+
+
+DELETE = object()
+
+# id -> (function of tmp_path giving {dotted key: value} edits of the base input, or raw YAML text;
+#        fragment the one message must contain)
+CASES = {
+    "unknown_key": (lambda t: {"outptu": {}}, "'outptu' is not known"),
+    "unknown_nested_key": (lambda t: {"model.batchsize": 10}, "'model.batchsize' is not known"),
+    "wrong_type": (lambda t: {"grid.shape": "45x45x45"}, "'grid.shape': expected list of integer"),
+    "wrong_length": (lambda t: {"grid.shape": [6, 6]}, "exactly 3 values"),
+    "out_of_range": (lambda t: {"model.batch_size": 0}, "'model.batch_size': expected integer, >= 1"),
+    "bad_choice": (lambda t: {"model.device": "tpu"}, "'model.device'"),
+    "missing_section": (lambda t: {"model": DELETE}, "'model' is missing"),
+    "unknown_task": (lambda t: {"task": "relax"}, "'task': expected one of"),
+    "bad_yaml_syntax": (lambda t: "task: predict\ngrid: {shape: [6, 6, 6]\n", "not valid YAML"),
+    "yaml_not_a_mapping": (lambda t: "- task\n- predict\n", "must be a YAML mapping"),
+    "missing_structure_file": (lambda t: {"structure.file": str(t / "missing.xyz")}, "does not exist"),
+    "unreadable_structure": (lambda t: {"structure.file": str(_write(t / "garbage.extxyz", "three\nno atoms here\n"))}, "cannot read structure file"),
+    "structure_without_cell": (lambda t: {"structure.file": structure_file(t, None)}, "cell is missing or degenerate"),
+    "non_lower_triangular_cell": (lambda t: {"structure.file": structure_file(t, "8.1 0.5 0 0 8.1 0 0 0 8.1")}, "LAMMPS triclinic convention"),
+    "missing_valence_electrons": (lambda t: {"structure.file": structure_file(t, "8.1 0 0 0 8.1 0 0 0 8.1", ("Al", "Cu"))}, "no valence electron count for element(s) Cu"),
+    "missing_model": (lambda t: {"model.file": str(t / "missing.pt")}, "model file"),
+    "model_is_text": (lambda t: {"model.file": str(_write(t / "model.pt", "weights: none\n"))}, "cannot be read"),
+    "torch_file_not_a_model": (lambda t: {"model.file": torch_file(t, {"weights": [1.0, 2.0]})}, "is not an mldft_app model file"),
+    "descriptor_mismatch": (lambda t: {"descriptors": {"twojmax": 8}}, "descriptor parameter 'twojmax'"),
+    "energy_grid_mismatch": (lambda t: {"physics.energy_grid": {"minimum": -4.0, "spacing": 0.1, "count": 171}}, "energy grid differs"),
+    "partial_energy_grid": (lambda t: {"physics.energy_grid": {"minimum": -4.0}}, "give all of minimum, spacing and count"),
+    "existing_output": (lambda t: {"output.file": str(_write(t / "old.h5", "keep me"))}, "exists; remove it or set overwrite: true"),
+    "grid_too_small_for_ranks": (lambda t: {"grid.shape": [1, 1, 1]}, "too small to be split over 2 MPI ranks"),
+    "missing_input_file": (None, "cannot read input file"),
+}
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def make_input(tmp_path, edits):
+    path = tmp_path / "input.yaml"
+    if edits is None:
+        return tmp_path / "no_such_input.yaml"
+    edits = edits(tmp_path)
+    if isinstance(edits, str):
+        path.write_text(edits)
+        return path
+    data = base_input(tmp_path)
+    for key, value in edits.items():
+        set_key(data, key, value)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def timed_mpirun(args, n_ranks=2):
+    """Run under the venv's mpirun; return (CompletedProcess, seconds). The subprocess timeout is a
+    last resort far above the hang guard, so a hang shows up as a failed assertion, not a stuck suite."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.monotonic()
+    proc = subprocess.run([str(MPIRUN), "-n", str(n_ranks), *map(str, args)], capture_output=True, text=True,
+                          timeout=3 * HANG_GUARD_S, env=env)
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_reported_once_and_every_rank_exits_nonzero(tmp_path, case):
+    edits, fragment = CASES[case]
+    input_path = make_input(tmp_path, edits)
+    proc, seconds = timed_mpirun(["bash", "-c", RANK_WRAPPER, APP, input_path])
+    assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
+    assert proc.returncode != 0
+    statuses = sorted(line for line in proc.stderr.splitlines() if line.startswith("[rank "))
+    assert statuses == ["[rank 0 exit 2]", "[rank 1 exit 2]"], proc.stderr
+    assert fragment in proc.stderr, proc.stderr
+    assert proc.stderr.count("mldft_app: ") == 1, proc.stderr
+    assert proc.stderr.count(fragment) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "MPI_Abort" not in proc.stderr
+    assert "stage descriptors" not in proc.stderr
+    assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.partial").exists()
+    if case == "existing_output":
+        assert (tmp_path / "old.h5").read_text() == "keep me"
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind,marker", [("exception", "RuntimeError: simulated failure on one rank"),
+                                         ("user", "simulated bad data seen by one rank only")])
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_failure_on_one_rank_aborts_the_whole_job(kind, marker, failing_rank):
+    proc, seconds = timed_mpirun([sys.executable, REPO / "tests" / "mpi_scripts" / "fail_one_rank.py", kind, failing_rank])
+    assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
+    assert proc.returncode != 0
+    assert f"rank {failing_rank}/2" in proc.stderr and marker in proc.stderr, proc.stderr
+    assert proc.stderr.count(marker) == 1
+    assert ("Traceback" in proc.stderr) == (kind == "exception")
+    assert "completed without the failing rank" not in proc.stdout and "not aborted" not in proc.stdout
