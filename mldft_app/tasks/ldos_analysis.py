@@ -5,6 +5,7 @@ compute and write exactly the same quantities.
 """
 
 import dataclasses
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..energy.upf import read_upf
 from ..energy.xc import functional_from_qe
 from ..parallel import UserInputError
 from ..io.output import OutputFile, write_decomposition, write_structure
+from ..io.xdmf import write_xdmf
 from ..ldos import integrals
 from ..timing import format_table
 from ..units import kelvin_to_ev
@@ -124,6 +126,9 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **
         out.write_strings("timings/stages", names)
         out.write_array("timings/seconds", seconds, "s", description="[rank, stage] wall time up to the output stage")
         out.write_array("timings/peak_memory", memory, "MiB", description="peak resident memory per rank")
+    if cfg.output.xdmf and comm.is_root:
+        fields = ["density"] + (["ldos"] if ldos_local is not None else [])
+        write_xdmf(cfg.output.file, Path(cfg.output.file).with_suffix(".xdmf"), fields, system.atoms.cell[:], layout.shape)
 
 
 ENERGY_LABELS = {

@@ -6,16 +6,18 @@ numbers) is reduced over ranks. Nothing of full-grid size is allocated on one ra
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from ..decomposition import GridLayout
+from ..decomposition import GridLayout, process_grid
 from ..descriptors import SnapParams, compute_descriptors
+from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
 from ..io.output import check_output_path
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model
-from ..parallel import UserInputError, checked_on_root
+from ..parallel import UserInputError, checked_on_root, fault_injection_point
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer
 from .ldos_analysis import (
@@ -36,6 +38,7 @@ class PredictSetup:
 
     system: ElectronicSystem
     snap_params: SnapParams
+    model_sha256: str
 
 
 def energy_grid_from_config(grid_cfg):
@@ -48,8 +51,12 @@ def energy_grid_from_config(grid_cfg):
     return grid_cfg.minimum + grid_cfg.spacing * np.arange(grid_cfg.count)
 
 
-def preflight(cfg):
-    """All checks that need no heavy work: structure, model compatibility, output path (rank 0)."""
+def preflight(cfg, n_ranks=1):
+    """All checks that need no heavy work: grid, structure, model compatibility, output path (rank 0)."""
+    try:
+        process_grid(cfg.grid.shape, n_ranks)
+    except ValueError as err:
+        raise UserInputError(f"grid.shape: {err}; use fewer ranks or more grid points") from None
     check_output_path(cfg.output.file, cfg.output.overwrite)
     atoms = read_structure(cfg.structure.file, cfg.structure.format, cfg.structure.index)
     model = load_model(cfg.model.file)
@@ -69,41 +76,96 @@ def preflight(cfg):
                               temperature=float(temperature), n_electrons=n_electrons,
                               ionic=ionic_from_pseudopotentials(atoms, cfg.physics.pseudopotentials))
     check_electrons_match_ions(system)
-    return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params))
+    return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params),
+                        model_sha256=file_sha256(cfg.model.file) if cfg.output.restart == "auto" else "")
+
+
+def open_checkpoint(cfg, setup, backend, comm):
+    """The run's checkpoint (``<output>.ckpt``) when output.restart is auto, else None.
+
+    Its fingerprint covers the structure, grid, model file bytes, descriptor parameters and backend;
+    a checkpoint of other inputs is refused with a message naming what differs.
+    """
+    if cfg.output.restart != "auto":
+        return None
+    atoms = setup.system.atoms
+    args = (atoms.get_positions(), atoms.cell[:], atoms.get_atomic_numbers(), cfg.grid.shape,
+            setup.model_sha256, setup.snap_params.as_dict(), {"descriptor backend": backend})
+    return Checkpoint(f"{cfg.output.file}.ckpt", comm, input_fingerprint(*args), fingerprint_items(*args))
+
+
+def descriptors_stage(system, layout, snap_params, backend, ckpt, comm):
+    """This brick's descriptors (n_local, n_desc): from the checkpoint when there, else computed (and saved)."""
+    descriptors = ckpt.read_stage("descriptors", layout) if ckpt else None
+    if descriptors is not None:
+        log.info("descriptors read from the checkpoint")
+        return descriptors
+    log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call, roughly %.0f s at "
+             "0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
+    descriptors = compute_descriptors(system.atoms, layout, snap_params, comm, backend=backend)
+    if ckpt:
+        ckpt.write_stage("descriptors", descriptors, layout)
+    return descriptors
+
+
+def inference_stage(model, descriptors, layout, cfg, device, ckpt, comm):
+    """This brick's LDOS (n_local, n_e) float32, in slabs of x-planes; each slab checkpointed when enabled."""
+    ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
+    n_chunks = cfg.output.checkpoint_chunks if ckpt else 1
+    chunks = plane_chunks(layout.shape, -(-layout.shape[0] // n_chunks))
+    done = set(ckpt.done_chunks("ldos")) if ckpt else set()
+    bar = tqdm(total=layout.n_local, desc="LDOS inference (rank 0)", unit="pt", disable=not comm.is_root, mininterval=2.0)
+    for chunk_id, box in enumerate(chunks):
+        rows = brick_part_index(layout, box)
+        offset = bar.n
+        saved = ckpt.read_chunk("ldos", chunk_id, layout) if chunk_id in done else None
+        if saved is None:
+            saved = predict_ldos(model, descriptors[rows], cfg.model.batch_size, device,
+                                 progress=lambda n_done, total: bar.update(offset + n_done - bar.n))
+            if ckpt:
+                ckpt.write_chunk("ldos", chunk_id, saved, layout, box, units="states/(eV Angstrom^3)")
+                fault_injection_point("inference_chunk")
+        ldos[rows] = saved.reshape(len(rows), -1)
+        bar.update(offset + len(rows) - bar.n)
+    bar.close()
+    return ldos
 
 
 def run_predict(cfg, comm):
     """Run the prediction described by a validated PredictInput on communicator ``comm``."""
     timer = StageTimer()
+    backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
     with timer.stage("setup"):
-        setup = checked_on_root(comm, preflight, cfg)
+        setup = checked_on_root(comm, preflight, cfg, comm.size)
         system = setup.system
         model = load_model(cfg.model.file)
         layout = GridLayout.create(cfg.grid.shape, comm.size, comm.rank)
         device = select_device(cfg.model.device, comm)
+        ckpt = open_checkpoint(cfg, setup, backend, comm)
+        if comm.is_root:  # until the output is complete, a .partial marks the run as unfinished
+            Path(f"{cfg.output.file}.partial").touch()
     log.info(
-        "%d atoms, grid %s on %d ranks (process grid %s), %d energies, T = %.1f K, %.3f electrons, device %s",
+        "%d atoms, grid %s on %d ranks (process grid %s), %d energies, T = %.1f K, %.3f electrons, device %s%s",
         len(system.atoms), "x".join(map(str, layout.shape)), comm.size, "x".join(map(str, layout.dims)),
-        len(system.energies), system.temperature, system.n_electrons, device,
+        len(system.energies), system.temperature, system.n_electrons, device, ", checkpointing" if ckpt else "",
     )
 
     with timer.stage("descriptors"):
-        backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
-        log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call, roughly %.0f s at "
-                 "0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
-        descriptors = compute_descriptors(system.atoms, layout, setup.snap_params, comm, backend=backend)
+        descriptors = descriptors_stage(system, layout, setup.snap_params, backend, ckpt, comm)
+    fault_injection_point("after_descriptors")
 
     with timer.stage("inference"):
-        bar = tqdm(total=layout.n_local, desc="LDOS inference (rank 0)", unit="pt", disable=not comm.is_root, mininterval=2.0)
-        ldos = predict_ldos(model, descriptors, cfg.model.batch_size, device, progress=lambda done, total: bar.update(done - bar.n))
-        bar.close()
+        ldos = inference_stage(model, descriptors, layout, cfg, device, ckpt, comm)
         del descriptors
 
     with timer.stage("integrals"):
+        fault_injection_point("integrals")
         results = analyse_ldos(ldos, system, layout, comm)
 
     with timer.stage("output"):
         write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
                       model_file=str(cfg.model.file))
+    if ckpt:
+        ckpt.remove()
     print_summary(cfg, comm, system, layout, results, timer)
     return results.energies
