@@ -95,6 +95,8 @@ class OutputConfig:
     restart: str = option("never", doc="auto = keep a checkpoint (<file>.ckpt*) of the grid stages while running and resume from it when it belongs to the same inputs (also: --restart); never = no checkpoint", choices=("auto", "never"))
     checkpoint_chunks: int = option(8, doc="with restart: auto, the LDOS inference is checkpointed in this many slabs of x-planes", minimum=1)
     xdmf: bool = option(True, doc="write an XDMF sidecar (<file>.xdmf) so ParaView/VisIt open the density")
+    cube: bool = option(False, doc="also export the density as a Gaussian cube file (<file>.density.cube, bohr and electrons/bohr^3; written by rank 0)")
+    parallel_io: str = option("auto", doc="several ranks: mpio = one file written collectively; virtual = one file per rank joined by HDF5 virtual datasets; auto = mpio if h5py has MPI", choices=("auto", "mpio", "virtual"))
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,14 @@ class TrainingConfig:
     patience: int = option(10, doc="early stopping: epochs without validation improvement", minimum=1)
     validation_fraction: float = option(0.1, doc="without validation snapshots: fraction of z-planes of each training snapshot held out", minimum=0.0, maximum=0.9)
     seed: int = option(0, doc="random seed (initialisation and shuffling)")
+    min_delta: float = option(0.0, doc="early stopping: decrease of the scaled validation MSE that counts as an improvement", minimum=0.0)
+    device: str = option("auto", doc="training device: auto = this rank's GPU if visible else CPU (ranks train data-parallel over torch.distributed: nccl on GPUs, gloo on CPUs)", choices=("auto", "cpu", "cuda"))
+    data_loading: str = option("auto", doc="memory = every rank holds all training points; lazy = read them from the snapshots in shuffle buffers; auto = memory if they fit in memory_budget", choices=("auto", "memory", "lazy"))
+    memory_budget: float = option(4096.0, doc="with data_loading auto: memory per rank the scaled float32 points may take", unit="MiB", minimum=0.0)
+    shuffle_buffer_blocks: int = option(32, doc="lazy loading: spatial blocks (HDF5 chunks, <= block_points points each) whose points are shuffled together", minimum=1)
+    block_points: int = option(4096, doc="most grid points of one spatial block (blocks follow the snapshots' HDF5 chunks)", minimum=1)
+    checkpoint_file: typing.Optional[str] = option(None, doc="checkpoint written after every epoch; null = <model_file>.checkpoint.h5 (removed once the model is written)", path=True)
+    restart: str = option("auto", doc="auto = resume from the checkpoint if it exists (refused if written for other inputs); never = start afresh, overwriting it", choices=("auto", "never"))
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class TrainInput:
     model_file: str = option(doc="where the trained model is written", path=True)
     validation_snapshots: typing.List[str] = option([], doc="validation snapshot files; empty = hold out part of each training snapshot", path=True)
     network: NetworkConfig = section(NetworkConfig, "network architecture")
-    training: TrainingConfig = section(TrainingConfig, "optimiser and stopping")
+    training: TrainingConfig = section(TrainingConfig, "optimiser, stopping, data loading and restart")
     overwrite: bool = option(False, doc="replace an existing model file")
 
 

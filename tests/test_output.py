@@ -11,12 +11,19 @@ def test_parallel_h5py_is_available():
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks,shape", [(1, (5, 6, 7)), (2, (5, 6, 7)), (3, (9, 4, 5))])
-def test_collective_write_gives_the_global_field(tmp_path, n_ranks, shape):
+@pytest.mark.parametrize("n_ranks,shape,mode", [(1, (5, 6, 7), "auto"), (2, (5, 6, 7), "mpio"), (3, (9, 4, 5), "mpio"),
+                                                (2, (5, 6, 7), "virtual"), (3, (9, 4, 5), "virtual")])
+def test_parallel_write_gives_the_global_field(tmp_path, n_ranks, shape, mode):
+    """mpio: one file written collectively; virtual: rank files joined by virtual datasets (the
+    fallback without parallel HDF5). Either way plain h5py reads the same global field."""
     out = tmp_path / "out.h5"
-    proc = python_mpi(n_ranks, "output_roundtrip.py", out, *shape, timeout=120)
+    proc = python_mpi(n_ranks, "output_roundtrip.py", out, *shape, mode, timeout=120)
     assert "output roundtrip ok" in proc.stdout
     assert not (tmp_path / "out.h5.partial").exists()
+    rank_files = sorted(p.name for p in tmp_path.glob("out.h5.rank*.h5"))
+    assert rank_files == ([f"out.h5.rank{r:04d}.h5" for r in range(n_ranks)] if mode == "virtual" else [])
+    with h5py.File(out) as h5:
+        assert h5["field"].is_virtual == (mode == "virtual")
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path):

@@ -101,6 +101,20 @@ def test_bad_setups_fail_on_all_ranks_before_heavy_work(tmp_path, overrides, fra
 
 
 @pytest.mark.mpi
+def test_cube_export_and_xdmf_sidecar(tmp_path):
+    """Rank 0 exports the density as a Gaussian cube that reads back to the HDF5 density."""
+    from mldft_app.io.cube import read_cube
+    from mldft_app.units import BOHR_ANGSTROM
+
+    path = write_input(tmp_path, "cube", shape=(8, 8, 8), output={"file": str(tmp_path / "cube.h5"), "cube": True})
+    app_mpi(2, path, timeout=300)
+    values, header = read_cube(tmp_path / "cube.h5.density.cube")
+    with h5py.File(tmp_path / "cube.h5") as h5:
+        np.testing.assert_allclose(values / BOHR_ANGSTROM**3, h5["density"][()], rtol=1e-5)
+    assert (tmp_path / "cube.xdmf").is_file()
+
+
+@pytest.mark.mpi
 def test_existing_output_is_not_overwritten(tmp_path):
     path = write_input(tmp_path, "exists", shape=(6, 6, 6))
     (tmp_path / "exists.h5").write_text("keep me")

@@ -7,6 +7,7 @@ under a temporary name and renamed when complete, so a file with the final name 
 Every dataset carries a ``units`` attribute.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from .. import __version__
 from ..parallel import UserInputError
 from ..units import CONSTANTS
+
+log = logging.getLogger(__name__)
 
 
 def check_output_path(path, overwrite):
@@ -39,23 +42,49 @@ class OutputFile:
     path : str or Path
         Final file name; data go to ``<path>.partial`` until :meth:`close` renames it.
     comm : parallel.Comm
+    mode : {"auto", "mpio", "virtual"}
+        How several ranks write grid fields: ``mpio`` = one file written collectively (parallel
+        HDF5); ``virtual`` = each rank writes its bricks to ``<path>.rankNNNN.h5`` and the main file
+        joins them with HDF5 virtual datasets (the same logical file; keep the rank files beside it);
+        ``auto`` = mpio when h5py has MPI support, else virtual with a warning. One rank: a plain file.
     """
 
-    def __init__(self, path, comm):
+    def __init__(self, path, comm, mode="auto"):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.comm = comm
-        if comm.size > 1:
-            if not h5py.get_config().mpi:
-                raise RuntimeError("h5py was built without MPI; run bin/setup-env to build it against parallel HDF5")
+        self.mode = self._choose_mode(mode)
+        self.rank_file = None
+        if self.mode == "mpio":
             self.h5 = h5py.File(self.partial, "w", driver="mpio", comm=comm.mpi)
-        else:
-            self.h5 = h5py.File(self.partial, "w")
-        self.h5.attrs["code"] = "mldft_app"
-        self.h5.attrs["code_version"] = __version__
-        self.h5.attrs["n_ranks"] = comm.size
-        for name, value in CONSTANTS.items():
-            self.h5.attrs[f"constant_{name}"] = value
+        else:  # serial, or virtual: rank 0 owns the main file, every rank its own brick file
+            self.h5 = h5py.File(self.partial, "w") if comm.is_root else None
+            if self.mode == "virtual":
+                self.rank_file = h5py.File(self.rank_file_name(comm.rank), "w")
+        self.set_attrs("/", code="mldft_app", code_version=__version__, n_ranks=comm.size, io_mode=self.mode,
+                       **{f"constant_{name}": value for name, value in CONSTANTS.items()})
+
+    def _choose_mode(self, mode):
+        if self.comm.size == 1:
+            return "serial"
+        if mode == "auto":
+            if h5py.get_config().mpi:
+                return "mpio"
+            log.warning("h5py has no MPI support: writing one file per rank joined by virtual datasets "
+                        "(bin/setup-env builds h5py against parallel HDF5)")
+            return "virtual"
+        if mode == "mpio" and not h5py.get_config().mpi:
+            raise UserInputError("output.parallel_io: mpio needs h5py built against parallel HDF5 (bin/setup-env)")
+        return mode
+
+    def rank_file_name(self, rank):
+        """The brick file of ``rank`` in virtual mode (beside the main file)."""
+        return self.path.with_name(f"{self.path.name}.rank{rank:04d}.h5")
+
+    @property
+    def writes_main(self):
+        """True on the ranks that write the main file (all in mpio mode, else rank 0)."""
+        return self.h5 is not None
 
     def __enter__(self):
         return self
@@ -65,7 +94,10 @@ class OutputFile:
 
     def close(self, complete=True):
         """Close collectively; rename to the final name if ``complete``."""
-        self.h5.close()
+        if self.h5 is not None:
+            self.h5.close()
+        if self.rank_file is not None:
+            self.rank_file.close()
         self.comm.barrier()
         if complete and self.comm.is_root:
             os.replace(self.partial, self.path)
@@ -85,21 +117,31 @@ class OutputFile:
         """
         local = np.asarray(local)
         trailing = local.shape[1:]
-        brick = tuple(layout.local_shape) + trailing
+        data = np.ascontiguousarray(local.reshape(tuple(layout.local_shape) + trailing), dtype=dtype)
+        global_shape = tuple(layout.shape) + trailing
+        if self.mode == "virtual":
+            self.rank_file.create_dataset(name, data=data)
+            if self.comm.is_root:
+                virtual = h5py.VirtualLayout(shape=global_shape, dtype=dtype)
+                for rank, start, count in layout.all_bricks():
+                    region = tuple(slice(s, s + c) for s, c in zip(start, count))
+                    virtual[region] = h5py.VirtualSource(self.rank_file_name(rank).name, name, shape=tuple(count) + trailing)
+                self.h5.create_virtual_dataset(name, virtual).attrs["units"] = units
+            return
         chunks = field_chunks(layout, trailing, np.dtype(dtype).itemsize)
-        dset = self.h5.create_dataset(name, shape=tuple(layout.shape) + trailing, dtype=dtype, chunks=chunks)
+        dset = self.h5.create_dataset(name, shape=global_shape, dtype=dtype, chunks=chunks)
         dset.attrs["units"] = units
-        data = np.ascontiguousarray(local.reshape(brick), dtype=dtype)
         region = layout.slices + tuple(slice(None) for _ in trailing)
-        if self.comm.size > 1:
+        if self.mode == "mpio":
             with dset.collective:
                 dset[region] = data
         else:
             dset[region] = data
-        return dset
 
     def write_array(self, name, value, units=None, **attrs):
         """Write a small array or scalar (the same on every rank); rank 0 writes the data."""
+        if not self.writes_main:
+            return
         value = np.asarray(value)
         dset = self.h5.create_dataset(name, shape=value.shape, dtype=value.dtype)
         if units is not None:
@@ -108,17 +150,18 @@ class OutputFile:
             dset.attrs[key] = item
         if self.comm.is_root:
             dset[()] = value
-        return dset
 
     def write_strings(self, name, strings):
         """A 1-D dataset of ASCII strings (the same on every rank).
 
         Fixed-length: parallel HDF5 cannot write variable-length strings (the write hangs).
         """
-        return self.write_array(name, np.array([s.encode("ascii") for s in strings], dtype="S"))
+        self.write_array(name, np.array([s.encode("ascii") for s in strings], dtype="S"))
 
     def set_attrs(self, path, **attrs):
         """Attributes on a group or dataset (created collectively; same values on every rank)."""
+        if not self.writes_main:
+            return
         node = self.h5.require_group(path) if path not in self.h5 else self.h5[path]
         for key, value in attrs.items():
             node.attrs[key] = value

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+import h5py
 import numpy as np
 
 from .. import config as config_mod
@@ -17,10 +18,11 @@ from ..energy.upf import read_upf
 from ..energy.xc import functional_from_qe
 from ..parallel import UserInputError
 from ..io.output import OutputFile, write_decomposition, write_structure
+from ..io.cube import write_cube
 from ..io.xdmf import write_xdmf
 from ..ldos import integrals
 from ..timing import format_table
-from ..units import kelvin_to_ev
+from ..units import BOHR_ANGSTROM, kelvin_to_ev
 
 
 @dataclasses.dataclass
@@ -108,7 +110,7 @@ def analyse_ldos(ldos_local, system, layout, comm):
 
 def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **attrs):
     """Write the run's HDF5 output collectively (see README, "Output")."""
-    with OutputFile(cfg.output.file, comm) as out:
+    with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io) as out:
         out.write_field("density", results.density, layout, "electrons/Angstrom^3")
         if ldos_local is not None:
             out.write_field("ldos", ldos_local, layout, "states/(eV Angstrom^3)", dtype=np.float32)
@@ -129,6 +131,11 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **
     if cfg.output.xdmf and comm.is_root:
         fields = ["density"] + (["ldos"] if ldos_local is not None else [])
         write_xdmf(cfg.output.file, Path(cfg.output.file).with_suffix(".xdmf"), fields, system.atoms.cell[:], layout.shape)
+    if cfg.output.cube and comm.is_root:  # the one place a whole grid field sits on one rank: a text export
+        with h5py.File(cfg.output.file, "r") as h5:
+            density = h5["density"][()]
+        write_cube(f"{cfg.output.file}.density.cube", system.atoms, density * BOHR_ANGSTROM**3,
+                   comment="mldft_app density, electrons/bohr^3")
 
 
 ENERGY_LABELS = {

@@ -1,6 +1,6 @@
 """Under mpirun: every rank writes its brick of a known global field collectively; rank 0 checks.
 
-Usage: output_roundtrip.py OUTPUT.h5 NX NY NZ
+Usage: output_roundtrip.py OUTPUT.h5 NX NY NZ [MODE]   (MODE: auto, mpio or virtual)
 """
 
 import sys
@@ -20,10 +20,11 @@ def known_field(index, shape):
 
 def main():
     path, shape = sys.argv[1], tuple(int(a) for a in sys.argv[2:5])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "auto"
     comm = Comm.world()
     layout = GridLayout.create(shape, comm.size, comm.rank)
     local = known_field(layout.local_indices(), shape)
-    with OutputFile(path, comm) as out:
+    with OutputFile(path, comm, mode=mode) as out:
         out.write_field("field", local, layout, "1")
         out.write_field("vector", np.stack([local, -local], axis=1), layout, "1", dtype=np.float32)
         out.write_array("scalar", 3.5, "eV")
