@@ -7,6 +7,9 @@ chunk the neighbour pairs come from a cell list, the density expansion U_tot fro
 recursion over all pairs at once, and B from the Clebsch-Gordan contraction over all points at once
 (:mod:`.torch_sna`). Runs on CPU or CUDA (``device``), in float64 (default) or float32.
 
+:class:`BrickDescriptors` does the same chunk by chunk and, given a ``positions`` tensor, keeps the
+autograd graph back to the atomic positions (used for forces, :mod:`mldft_app.forces`).
+
 The result agrees with LAMMPS's to round-off (see tests/test_torch_descriptors.py), including
 triclinic cells, switchflag, bzeroflag, rmin0 and quadraticflag.
 """
@@ -88,46 +91,92 @@ def compute_torch(
     -------
     ndarray (layout.n_local, params.n_components), float64, rows in ``layout.local_indices()`` order.
     """
-    if len(atoms) == 0:
-        raise ValueError("no atoms: the SNAP descriptors need at least one atom")
-    if not np.all(atoms.pbc):
-        log.warning("atoms.pbc is %s; the descriptors treat the cell as periodic along all axes", atoms.pbc)
-    if dtype not in (torch.float64, torch.float32):
-        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if abs(np.linalg.det(cell)) < 1e-12 * max(np.abs(cell).max(), 1.0) ** 3:
-        raise ValueError(f"cell {cell.tolist()} (Angstrom) is degenerate; the descriptors need a periodic cell")
-    device = resolve_device(device)
     start_time = time.perf_counter()
+    grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points)
     result = np.empty((layout.n_local, params.n_components), dtype=np.float64)
-    if layout.n_local:
-        indices = layout.local_indices()
-        shape = np.asarray(layout.shape, dtype=np.float64)
-        lo = np.asarray(layout.start) / shape
-        hi = (np.asarray(layout.start) + np.asarray(layout.local_shape) - 1) / shape
-        images = periodic_images(cell, atoms.positions, lo, hi, params.cutoff)
-        cells = CellList(images, params.cutoff, device, dtype)
-        kernel_points, max_terms = _chunk_sizes(params, layout.n_local, device, max_chunk_bytes, dtype)
-        if chunk_points is not None:
-            kernel_points = int(chunk_points)
-        kernel = SnaKernel(params, device, dtype, max_terms=max_terms)
-        points = torch.as_tensor(grid_positions(cell, layout.shape, indices), dtype=torch.float64, device=device)
-        for first in range(0, layout.n_local, kernel_points):
-            chunk = points[first : first + kernel_points]
-            delta, pair_point = cells.pairs(chunk)
-            utot = kernel.ulisttot(delta, pair_point, len(chunk))
-            values = kernel.descriptors(kernel.bispectrum(utot))
-            result[first : first + len(chunk)] = values.to(torch.float64).cpu().numpy()
+    for first, stop in grid.chunks():
+        result[first:stop] = grid.compute(first, stop).to(torch.float64).cpu().numpy()
     seconds = time.perf_counter() - start_time
     slowest = comm.allreduce_max(seconds)
     n_points = int(np.prod(layout.shape))
     log.info(
         "SNAP descriptors (torch on %s, %s, twojmax %d, %d components): %d atoms, grid %s, %d local points; "
         "%.2f s on this rank, slowest rank %.2f s (%.3g ms per grid point per rank)",
-        device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components, len(atoms), layout.shape,
+        grid.device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components, len(atoms), layout.shape,
         layout.n_local, seconds, slowest, 1e3 * slowest * comm.size / max(n_points, 1),
     )
     return result
+
+
+class BrickDescriptors:
+    """SNAP descriptors of this rank's brick, chunk by chunk, optionally differentiable in the positions.
+
+    Builds once what every chunk shares (periodic images, cell list, kernel, grid points); no
+    communication. Arguments as :func:`compute_torch`.
+
+    Attributes
+    ----------
+    device : torch.device
+    chunk_points : int
+        Grid points per chunk.
+    """
+
+    def __init__(
+        self, atoms, layout, params, device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES,
+        chunk_points=None,
+    ):
+        if len(atoms) == 0:
+            raise ValueError("no atoms: the SNAP descriptors need at least one atom")
+        if not np.all(atoms.pbc):
+            log.warning("atoms.pbc is %s; the descriptors treat the cell as periodic along all axes", atoms.pbc)
+        if dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
+        cell = np.asarray(atoms.cell[:], dtype=np.float64)
+        if abs(np.linalg.det(cell)) < 1e-12 * max(np.abs(cell).max(), 1.0) ** 3:
+            raise ValueError(f"cell {cell.tolist()} (Angstrom) is degenerate; the descriptors need a periodic cell")
+        self.device = resolve_device(device)
+        self.n_local = layout.n_local
+        self.n_atoms = len(atoms)
+        self.chunk_points = 1
+        if not self.n_local:
+            return
+        shape = np.asarray(layout.shape, dtype=np.float64)
+        lo = np.asarray(layout.start) / shape
+        hi = (np.asarray(layout.start) + np.asarray(layout.local_shape) - 1) / shape
+        images, owners = periodic_images(cell, atoms.positions, lo, hi, params.cutoff, return_atoms=True)
+        self._cells = CellList(images, params.cutoff, self.device, dtype, owners=owners)
+        self.chunk_points, max_terms = _chunk_sizes(params, layout.n_local, self.device, max_chunk_bytes, dtype)
+        if chunk_points is not None:
+            self.chunk_points = int(chunk_points)
+        self._kernel = SnaKernel(params, self.device, dtype, max_terms=max_terms)
+        indices = layout.local_indices()
+        points = grid_positions(cell, layout.shape, indices)
+        self._points = torch.as_tensor(points, dtype=torch.float64, device=self.device)
+
+    def chunks(self):
+        """(first, stop) row ranges of the chunks, covering 0..n_local."""
+        starts = range(0, self.n_local, self.chunk_points)
+        return [(first, min(first + self.chunk_points, self.n_local)) for first in starts]
+
+    def compute(self, first, stop, positions=None):
+        """Descriptors of local rows first..stop-1: tensor (stop - first, n_components) in ``dtype``.
+
+        Parameters
+        ----------
+        positions : torch tensor (n_atoms, 3), float64, on ``device``, optional
+            The atoms' positions (Angstrom), with the *same values* as the ``atoms`` this object was
+            built from. When given, the result is differentiable with respect to it (for forces);
+            the values are unchanged (identical bit for bit).
+        """
+        displacements = None
+        if positions is not None:
+            if tuple(positions.shape) != (self.n_atoms, 3):
+                raise ValueError(f"positions must have shape ({self.n_atoms}, 3), got {tuple(positions.shape)}")
+            displacements = positions - positions.detach()  # zero values, identity gradient
+        chunk = self._points[first:stop]
+        delta, pair_point = self._cells.pairs(chunk, displacements)
+        utot = self._kernel.ulisttot(delta, pair_point, len(chunk))
+        return self._kernel.descriptors(self._kernel.bispectrum(utot))
 
 
 def make_torch_backend(device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None):
@@ -139,4 +188,4 @@ def make_torch_backend(device="auto", dtype=torch.float64, max_chunk_bytes=DEFAU
     return backend
 
 
-__all__ = ["compute_torch", "grid_positions", "make_torch_backend", "resolve_device"]
+__all__ = ["BrickDescriptors", "compute_torch", "grid_positions", "make_torch_backend", "resolve_device"]

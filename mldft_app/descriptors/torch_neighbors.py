@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 
-def periodic_images(cell, positions, frac_lo, frac_hi, cutoff):
+def periodic_images(cell, positions, frac_lo, frac_hi, cutoff, return_atoms=False):
     """Cartesian positions of every periodic image within ``cutoff`` of a fractional box.
 
     Parameters
@@ -23,6 +23,8 @@ def periodic_images(cell, positions, frac_lo, frac_hi, cutoff):
         Fractional corners of the region holding the grid points.
     cutoff : float
         Neighbour cutoff (Angstrom).
+    return_atoms : bool
+        Also return the index of the atom each image belongs to.
 
     Returns
     -------
@@ -30,6 +32,8 @@ def periodic_images(cell, positions, frac_lo, frac_hi, cutoff):
         Images (including the atoms themselves) whose fractional coordinates lie in the box padded by
         ``cutoff / h_i`` along axis i (h_i: spacing of the lattice planes); a superset of all atoms
         within ``cutoff`` of any point of the box.
+    ndarray (m,), int64
+        Only with ``return_atoms``: row of ``positions`` that each image is a lattice translate of.
     """
     cell = np.asarray(cell, dtype=np.float64)
     inverse = np.linalg.inv(cell)
@@ -42,6 +46,9 @@ def periodic_images(cell, positions, frac_lo, frac_hi, cutoff):
     shifts = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
     images = frac[None, :, :] + shifts[:, None, :]
     keep = np.all((images >= lo) & (images <= hi), axis=-1)
+    if return_atoms:
+        owner = np.broadcast_to(np.arange(frac.shape[0], dtype=np.int64), keep.shape)
+        return images[keep] @ cell, owner[keep]
     return images[keep] @ cell
 
 
@@ -56,9 +63,12 @@ class CellList:
         Neighbour cutoff, Angstrom; pairs with 1e-20 < r^2 < cutoff^2 are returned (LAMMPS's test
         in compute sna/grid).
     device, dtype : torch device and floating dtype of the positions.
+    owners : ndarray (m,) of int, optional
+        Atom each image belongs to (from ``periodic_images(..., return_atoms=True)``); needed only for
+        the ``displacements`` argument of :meth:`pairs`.
     """
 
-    def __init__(self, images, cutoff, device, dtype=torch.float64):
+    def __init__(self, images, cutoff, device, dtype=torch.float64, owners=None):
         self.cutoff = float(cutoff)
         self.device = torch.device(device)
         images = np.asarray(images, dtype=np.float64).reshape(-1, 3)
@@ -72,6 +82,7 @@ class CellList:
         counts = np.bincount(flat, minlength=int(np.prod(self.n_bins)))
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         self.positions = torch.as_tensor(images[order], dtype=torch.float64, device=self.device)
+        self.owners = None if owners is None else torch.as_tensor(np.asarray(owners)[order], device=self.device)
         self.counts = torch.as_tensor(counts, device=self.device)
         self.starts = torch.as_tensor(starts, device=self.device)
         stencil = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -85,8 +96,12 @@ class CellList:
     def _flat_bins(self, coords):
         return np.ravel_multi_index(coords.T, self.n_bins) if len(coords) else np.zeros(0, dtype=np.int64)
 
-    def pairs(self, points):
+    def pairs(self, points, displacements=None):
         """Neighbour pairs of ``points`` (tensor (p, 3), float64, Angstrom, on ``device``).
+
+        ``displacements`` (optional tensor (n_atoms, 3), float64) is added to every image of each atom
+        (needs ``owners``). Passing ``positions - positions.detach()`` leaves the values unchanged but
+        makes ``delta`` differentiable with respect to a ``positions`` tensor (for forces).
 
         Returns
         -------
@@ -111,7 +126,10 @@ class CellList:
         within = torch.arange(len(slot), device=self.device) - first[slot]
         atom = starts[slot] + within
         point = torch.div(slot, self.stencil.shape[0], rounding_mode="floor")
-        delta = points[point] - self.positions[atom]
+        if displacements is None:
+            delta = points[point] - self.positions[atom]
+        else:
+            delta = points[point] - (self.positions[atom] + displacements[self.owners[atom]])
         rsq = (delta * delta).sum(dim=1)
         keep = (rsq < self.cutoff * self.cutoff) & (rsq > 1e-20)
         return delta[keep].to(self.dtype), point[keep]

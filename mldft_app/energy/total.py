@@ -7,6 +7,7 @@ All energies in eV.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,30 +37,45 @@ class IonicSetup:
     pseudopotentials: dict
 
 
-def density_terms(density_local, layout, atoms, ionic, comm):
+class DensityPotentials(NamedTuple):
+    """Potentials (eV) on this rank's brick, shape (n_local,), from :func:`density_terms`."""
+
+    hartree: np.ndarray
+    xc: np.ndarray
+
+
+def density_terms(density_local, layout, atoms, ionic, comm, fft=None, return_potentials=False):
     """Hartree, XC, Ewald and double-counting terms (eV) of the density on this rank's brick.
 
     Collective. ``density_local``: (n_local,) valence electrons/Angstrom^3. XC is evaluated on the
     valence plus the pseudo-core charge (nonlinear core correction), the double counting on the
     valence density, as in QE. Returns a dict with keys hartree, xc, ewald,
-    double_counting (= -∫ n (v_H + v_xc) dr).
+    double_counting (= -∫ n (v_H + v_xc) dr). ``fft``: a DistributedFFT for
+    this layout and cell to use (default: one made and closed here). With ``return_potentials``
+    the result is ``(dict, DensityPotentials)``.
     """
     cell = np.asarray(atoms.cell[:], dtype=float)
     voxel = abs(np.linalg.det(cell)) / np.prod(layout.shape)
-    fft = DistributedFFT(layout, cell, comm)
+    own_fft = fft is None
+    if own_fft:
+        fft = DistributedFFT(layout, cell, comm)
     try:
         e_hartree, v_hartree = hartree(density_local, fft)
         core = core_density(fft, atoms, ionic.pseudopotentials)
         e_xc, v_xc = xc(density_local, fft, ionic.functional, core_density_local=core)
     finally:
-        fft.close()
+        if own_fft:
+            fft.close()
     double_counting = -comm.allreduce_sum(np.dot(density_local, v_hartree + v_xc)) * voxel
-    return {
+    terms = {
         "hartree": e_hartree,
         "xc": e_xc,
         "ewald": ewald_energy(cell, atoms.get_positions(), ionic.charges),
         "double_counting": double_counting,
     }
+    if return_potentials:
+        return terms, DensityPotentials(hartree=v_hartree, xc=v_xc)
+    return terms
 
 
 def total_energy(band, minus_ts, terms):

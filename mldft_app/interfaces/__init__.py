@@ -1,0 +1,1 @@
+"""Adapters to other codes (ASE); nothing else in mldft_app depends on them."""

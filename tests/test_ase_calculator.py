@@ -1,0 +1,88 @@
+"""The ASE calculator: energy equals the predict path's, forces are energy_and_forces', ASE MD runs."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.md.verlet import VelocityVerlet
+
+from mldft_app.decomposition import GridLayout
+from mldft_app.descriptors import SnapParams, compute_descriptors
+from mldft_app.interfaces.ase_calculator import MldftCalculator
+from mldft_app.model.inference import predict_ldos
+from mldft_app.model.store import save_model
+from mldft_app.parallel import Comm
+from mldft_app.tasks.ldos_analysis import ElectronicSystem, analyse_ldos, ionic_from_pseudopotentials
+
+SCRIPT = Path(__file__).parent / "mpi_scripts" / "forces_ranks.py"
+_spec = importlib.util.spec_from_file_location("forces_ranks", SCRIPT)
+helper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helper)
+
+UPF = Path("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
+SHAPE = (10, 10, 10)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    if not UPF.is_file():
+        pytest.skip(f"pseudopotential {UPF} not found")
+    atoms = helper.displaced_al4()
+    path = tmp_path_factory.mktemp("ase") / "model.pt"
+    save_model(path, helper.random_model(atoms, SHAPE, SnapParams(twojmax=2), ldos_scale=3e-3))
+    return path
+
+
+def calculator(model_file):
+    return MldftCalculator(model_file, SHAPE, {"Al": str(UPF)})
+
+
+def predict_path_energy(model, atoms):
+    """What the predict task computes: LAMMPS descriptors, batched float32 inference, LDOS analysis."""
+    layout = GridLayout.create(SHAPE, 1, 0)
+    descriptors = compute_descriptors(atoms, layout, SnapParams.from_dict(model.descriptor_params), Comm())
+    ldos = predict_ldos(model, descriptors, 1000, torch.device("cpu"))
+    system = ElectronicSystem(atoms=atoms, energies=model.energies, temperature=933.0, n_electrons=12.0,
+                              ionic=ionic_from_pseudopotentials(atoms, {"Al": str(UPF)}))
+    return analyse_ldos(ldos, system, layout, Comm()).energies["total"]
+
+
+def test_energy_matches_predict_path_and_forces_are_cached(model_file):
+    atoms = helper.displaced_al4()
+    calc = calculator(model_file)
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    reference = predict_path_energy(calc.model, atoms)
+    print(f"calculator {energy:.8f} eV, predict path {reference:.8f} eV")
+    assert energy == pytest.approx(reference, abs=1e-4)
+    assert calc.energy_terms["total"] == energy
+    forces = atoms.get_forces()
+    assert forces.shape == (4, 3) and np.all(np.isfinite(forces))
+    assert atoms.get_potential_energy(force_consistent=True) == energy
+    atoms.positions[0, 0] += 0.01
+    assert atoms.get_potential_energy() != energy
+
+
+def test_velocity_verlet_runs(model_file):
+    atoms = helper.displaced_al4()
+    atoms.calc = calculator(model_file)
+    start = atoms.get_positions()
+    energies = []
+    dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dyn.attach(lambda: energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy()))
+    dyn.run(2)
+    assert len(energies) == 3
+    assert np.abs(atoms.get_positions() - start).max() > 1e-4
+    # total energy conserved to the size of a 1 fs step's error
+    assert np.ptp(energies) < 1e-2 * max(1.0, np.abs(atoms.get_forces()).max())
