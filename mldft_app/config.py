@@ -85,6 +85,7 @@ class PhysicsConfig:
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element, e.g. {Al: /usr/share/espresso/pseudo/Al.pz-vbc.UPF}: functional and ionic charges for the total energy; empty = no total energy", path=True
     )
+    forces: bool = option(False, doc="also compute forces -dE/dR through descriptors (torch backend), network and energy terms (needs pseudopotentials; costs ~10x the energy)")
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,18 @@ def test_existing_output_is_not_overwritten(tmp_path):
     proc = app_mpi(2, path, timeout=120, check=False)
     assert proc.returncode == 2 and "overwrite" in proc.stderr
     assert (tmp_path / "exists.h5").read_text() == "keep me"
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_forces_in_the_output_agree_on_one_and_two_ranks(tmp_path):
+    out = {}
+    for n in (1, 2):
+        path = write_input(tmp_path, f"forces{n}", shape=(6, 6, 6), physics={"forces": True},
+                           output={"file": str(tmp_path / f"forces{n}.h5"), "write_ldos": False})
+        app_mpi(n, path, timeout=600)
+        with h5py.File(tmp_path / f"forces{n}.h5") as h5:
+            assert h5["forces"].shape == (32, 3) and h5["forces"].attrs["units"] == "eV/Angstrom"
+            out[n] = h5["forces"][()]
+    assert np.abs(out[1]).max() > 0
+    np.testing.assert_allclose(out[2], out[1], rtol=0, atol=1e-6)

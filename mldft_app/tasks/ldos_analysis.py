@@ -108,8 +108,8 @@ def analyse_ldos(ldos_local, system, layout, comm):
     return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)
 
 
-def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **attrs):
-    """Write the run's HDF5 output collectively (see README, "Output")."""
+def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, forces=None, **attrs):
+    """Write the run's HDF5 output collectively (see README, "Output"); ``forces`` (n_atoms, 3) eV/Angstrom."""
     with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io) as out:
         out.write_field("density", results.density, layout, "electrons/Angstrom^3")
         if ldos_local is not None:
@@ -121,6 +121,8 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, **
         out.write_array("electrons/expected", system.n_electrons, "electrons")
         out.write_array("electrons/from_density", results.electrons_from_density, "electrons")
         out.write_array("temperature", system.temperature, "K")
+        if forces is not None:
+            out.write_array("forces", forces, "eV/Angstrom", description="-dE_total/dR per atom")
         write_structure(out, system.atoms)
         write_decomposition(out, layout)
         out.set_attrs("/", task=cfg.task, config_yaml=config_mod.to_yaml(cfg), **attrs)

@@ -15,6 +15,7 @@ from ..decomposition import GridLayout, process_grid
 from ..descriptors import SnapParams, compute_descriptors
 from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
 from ..io.output import check_output_path
+from ..forces import energy_and_forces
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model
 from ..parallel import UserInputError, checked_on_root, fault_injection_point
@@ -76,6 +77,8 @@ def preflight(cfg, n_ranks=1):
                               temperature=float(temperature), n_electrons=n_electrons,
                               ionic=ionic_from_pseudopotentials(atoms, cfg.physics.pseudopotentials))
     check_electrons_match_ions(system)
+    if cfg.physics.forces and system.ionic is None:
+        raise UserInputError("physics.forces needs physics.pseudopotentials (the forces are those of the total energy)")
     return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params),
                         model_sha256=file_sha256(cfg.model.file) if cfg.output.restart == "auto" else "")
 
@@ -162,9 +165,15 @@ def run_predict(cfg, comm):
         fault_injection_point("integrals")
         results = analyse_ldos(ldos, system, layout, comm)
 
+    forces = None
+    if cfg.physics.forces:
+        with timer.stage("forces"):
+            _, forces = energy_and_forces(system.atoms, model, cfg.grid.shape, system.ionic, system.temperature,
+                                          system.n_electrons, comm, setup.snap_params, device=device)
+
     with timer.stage("output"):
         write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
-                      model_file=str(cfg.model.file))
+                      forces=forces, model_file=str(cfg.model.file))
     if ckpt:
         ckpt.remove()
     print_summary(cfg, comm, system, layout, results, timer)

@@ -1,42 +1,72 @@
 """task: train — snapshots -> a model file (network + scalers + metadata).
 
-Runs on rank 0 (data-parallel training over ranks comes with the training-at-scale work); other
-ranks wait, so the task also runs under mpirun.
+Runs on all ranks: data-parallel training (see :mod:`mldft_app.model.training`), one device per
+rank. Rank 0 alone writes the checkpoint after every epoch, the model file at the end, and the log;
+the checkpoint is removed once the model file is written.
 """
 
 import logging
+import os
+from pathlib import Path
+
+import torch
 
 from ..io.output import check_output_path
 from ..model.store import save_model
 from ..model.training import train_model
-from ..parallel import checked_on_root
+from ..parallel import CollectiveInputError, checked_on_root, node_local_rank
 
 log = logging.getLogger(__name__)
 
 
-def train_on_root(cfg):
-    check_output_path(cfg.model_file, cfg.overwrite)
+def training_device(choice, comm):
+    """torch.device for this rank: ``auto`` = this rank's GPU (node-local rank modulo GPUs) if any, else CPU."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise CollectiveInputError("training.device is cuda, but no CUDA device is visible")
+    return torch.device("cuda", node_local_rank(comm) % torch.cuda.device_count())
+
+
+def checkpoint_path(cfg):
+    """The checkpoint file of a TrainInput (its own key, or next to the model file)."""
+    if cfg.training.checkpoint_file:
+        return Path(cfg.training.checkpoint_file)
+    return Path(cfg.model_file).with_name(Path(cfg.model_file).name + ".checkpoint.h5")
+
+
+def run_train(cfg, comm):
+    """Train the model described by a validated TrainInput on all ranks; rank 0 writes it."""
+    checked_on_root(comm, check_output_path, cfg.model_file, cfg.overwrite)
+    device = training_device(cfg.training.device, comm)
+    checkpoint = checkpoint_path(cfg)
+    t = cfg.training
     model = train_model(
         cfg.snapshots,
         cfg.validation_snapshots,
         hidden_layers=cfg.network.hidden_layers,
         activation=cfg.network.activation,
-        learning_rate=cfg.training.learning_rate,
-        batch_size=cfg.training.batch_size,
-        max_epochs=cfg.training.max_epochs,
-        patience=cfg.training.patience,
-        seed=cfg.training.seed,
-        validation_fraction=cfg.training.validation_fraction,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        max_epochs=t.max_epochs,
+        patience=t.patience,
+        seed=t.seed,
+        validation_fraction=t.validation_fraction,
+        min_delta=t.min_delta,
+        device=device,
+        comm=comm,
+        data_loading=t.data_loading,
+        memory_budget_mb=t.memory_budget,
+        buffer_blocks=t.shuffle_buffer_blocks,
+        block_points=t.block_points,
+        checkpoint=checkpoint,
+        restart=t.restart,
     )
-    save_model(cfg.model_file, model)
-    return model.training["best_validation_loss"], model.training["best_epoch"], model.training["epochs_run"]
-
-
-def run_train(cfg, comm):
-    """Train the model described by a validated TrainInput (on rank 0) and write it."""
-    if comm.size > 1 and comm.is_root:
-        log.warning("train runs on rank 0 only for now; %d ranks were started", comm.size)
-    best_loss, best_epoch, epochs = checked_on_root(comm, train_on_root, cfg)
     if comm.is_root:
-        print(f"mldft_app train: wrote {cfg.model_file} (best validation loss {best_loss:.4g} at epoch "
-              f"{best_epoch} of {epochs})")
+        save_model(cfg.model_file, model)
+        if checkpoint.exists():
+            os.remove(checkpoint)
+        info = model.training
+        print(f"mldft_app train: wrote {cfg.model_file} (best validation loss {info['best_validation_loss']:.4g} "
+              f"at epoch {info['best_epoch']} of {info['epochs_run']}, {comm.size} rank(s))")
+    comm.barrier()

@@ -1,0 +1,294 @@
+"""task: evaluate — a trained model against held-out DFT snapshots: LDOS, DOS, density and energy errors.
+
+For every snapshot, each rank reads its brick of the descriptors (or recomputes them from the
+structure) and of the DFT LDOS, predicts the LDOS of its brick, and both LDOS go through the same
+analysis (:func:`~mldft_app.tasks.ldos_analysis.analyse_ldos`): DOS, Fermi level, density, band
+energy, -TS and, with pseudopotentials, the total energy. Errors are ML minus DFT:
+
+- LDOS: RMS over all points and energies, states/(eV Angstrom^3), and relative to the DFT LDOS's RMS;
+- DOS: RMS over energies (states/eV) and relative L1, sum |D_ML - D_DFT| / sum |D_DFT|;
+- density: relative L1 over the grid, sum |n_ML - n_DFT| / sum n_DFT, and RMS (electrons/Angstrom^3);
+- Fermi level in meV; band energy, -TS and total energy in meV/atom.
+
+Rank 0 writes a Markdown report (also printed), a JSON file with every number (same stem) and a PNG
+plot (DOS of ML vs DFT, energy parity).
+"""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ..decomposition import GridLayout
+from ..descriptors import SnapParams, compute_descriptors
+from ..io.output import check_output_path
+from ..io.snapshot import open_snapshot
+from ..model.inference import predict_ldos, select_device
+from ..model.store import load_model
+from ..parallel import UserInputError, checked_on_root
+from ..structure import prepare_atoms
+from ..timing import StageTimer, format_table
+from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
+
+log = logging.getLogger(__name__)
+
+ENERGY_TERMS = ("band", "minus_ts", "total")
+"""Energies compared per atom (meV/atom); the Fermi level is compared in meV."""
+
+
+@dataclasses.dataclass
+class Comparison:
+    """ML vs DFT for one snapshot (identical on every rank).
+
+    Attributes
+    ----------
+    errors : dict of str to float
+        ldos_rmse (states/(eV A^3)), ldos_rel_rmse, dos_rmse (states/eV), dos_rel_l1, density_rel_l1,
+        density_rmse (electrons/A^3), fermi_meV, and <term>_meV_per_atom for the energy terms present.
+    ml, dft : dict of str to float
+        The analysis energies of each LDOS, eV (keys as in analyse_ldos), plus ``electrons``.
+    dos_ml, dos_dft : ndarray (n_e,), states/eV
+    """
+
+    errors: dict
+    ml: dict
+    dft: dict
+    dos_ml: np.ndarray
+    dos_dft: np.ndarray
+
+
+def compare_ldos(ldos_ml, ldos_dft, system, layout, comm):
+    """Analyse both LDOS of this rank's brick, (n_local, n_e) each, and compare them (collective)."""
+    ml = analyse_ldos(ldos_ml, system, layout, comm)
+    dft = analyse_ldos(ldos_dft, system, layout, comm)
+    diff = np.asarray(ldos_ml, dtype=np.float64) - np.asarray(ldos_dft, dtype=np.float64)
+    n_values = float(np.prod(layout.shape)) * diff.shape[1]
+    sq_diff, sq_dft = comm.allreduce_sum(np.array([np.sum(diff**2), np.sum(np.asarray(ldos_dft, dtype=np.float64) ** 2)]))
+    dn = ml.density - dft.density
+    abs_dn, sum_n, sq_dn = comm.allreduce_sum(np.array([np.abs(dn).sum(), np.abs(dft.density).sum(), np.sum(dn**2)]))
+    n_atoms = len(system.atoms)
+    errors = {
+        "ldos_rmse": float(np.sqrt(sq_diff / n_values)),
+        "ldos_rel_rmse": float(np.sqrt(sq_diff / sq_dft)) if sq_dft > 0 else float("nan"),
+        "dos_rmse": float(np.sqrt(np.mean((ml.dos - dft.dos) ** 2))),
+        "dos_rel_l1": float(np.abs(ml.dos - dft.dos).sum() / np.abs(dft.dos).sum()),
+        "density_rel_l1": float(abs_dn / sum_n),
+        "density_rmse": float(np.sqrt(sq_dn / np.prod(layout.shape))),
+        "fermi_meV": 1000.0 * (ml.energies["fermi"] - dft.energies["fermi"]),
+    }
+    for term in ENERGY_TERMS:
+        if term in dft.energies:
+            errors[f"{term}_meV_per_atom"] = 1000.0 * (ml.energies[term] - dft.energies[term]) / n_atoms
+    return Comparison(
+        errors=errors,
+        ml={**{k: float(v) for k, v in ml.energies.items()}, "electrons": float(ml.electrons_from_density)},
+        dft={**{k: float(v) for k, v in dft.energies.items()}, "electrons": float(dft.electrons_from_density)},
+        dos_ml=np.asarray(ml.dos, dtype=float), dos_dft=np.asarray(dft.dos, dtype=float),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks (rank 0)
+
+
+def report_paths(cfg):
+    """(Markdown report, JSON numbers, PNG plot)."""
+    report = Path(cfg.report_file)
+    plot = Path(cfg.plot_file) if cfg.plot_file else report.with_suffix(".png")
+    return report, report.with_suffix(".json"), plot
+
+
+def preflight(cfg):
+    """Output paths, the model, and every snapshot's compatibility with it (rank 0, before heavy work)."""
+    for path in report_paths(cfg):
+        check_output_path(path, cfg.overwrite)
+    if len(set(report_paths(cfg))) != 3:
+        raise UserInputError("plot_file must differ from report_file and its .json")
+    model = load_model(cfg.model.file)
+    for path in cfg.snapshots:
+        snapshot_setup(cfg, path, model)
+    return True
+
+
+def snapshot_setup(cfg, path, model):
+    """(ElectronicSystem, grid shape, QE reference energies) of one snapshot, checked against the model."""
+    with open_snapshot(path) as snap:
+        stored = cfg.descriptors == "snapshot"
+        try:
+            model.check_compatible(snap.descriptor_params if stored else None, snap.energies,
+                                   n_descriptors=snap.n_descriptors if stored else None)
+        except UserInputError as err:
+            raise UserInputError(f"snapshot {path}: {err}") from None
+        atoms = prepare_atoms(Atoms(numbers=snap.numbers, positions=snap.positions, cell=snap.cell, pbc=True),
+                              source=str(path))
+        temperature = snap.temperature if cfg.temperature is None else cfg.temperature
+        system = ElectronicSystem(atoms=atoms, energies=np.asarray(snap.energies, dtype=float),
+                                  temperature=float(temperature), n_electrons=snap.n_electrons,
+                                  ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
+        check_electrons_match_ions(system)
+        return system, snap.grid_shape, dict(snap.reference)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The task
+
+
+def run_evaluate(cfg, comm):
+    """Evaluate the model of a validated EvaluateInput on its snapshots (all ranks)."""
+    timer = StageTimer()
+    with timer.stage("setup"):
+        checked_on_root(comm, preflight, cfg)
+        model = load_model(cfg.model.file)
+        device = select_device(cfg.model.device, comm)
+    results = []
+    for path in cfg.snapshots:
+        system, grid_shape, reference = checked_on_root(comm, snapshot_setup, cfg, path, model)
+        layout = GridLayout.create(grid_shape, comm.size, comm.rank)
+        with timer.stage("read snapshots"):
+            with open_snapshot(path) as snap:
+                ldos_dft = snap.read_ldos(layout.slices).reshape(layout.n_local, -1)
+                descriptors = (snap.read_descriptors(layout.slices).reshape(layout.n_local, -1)
+                               if cfg.descriptors == "snapshot" else None)
+        if descriptors is None:
+            with timer.stage("descriptors"):
+                params = SnapParams.from_dict(model.descriptor_params)
+                descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=cfg.descriptor_backend)
+        with timer.stage("inference"):
+            ldos_ml = predict_ldos(model, descriptors, cfg.model.batch_size, device)
+            del descriptors
+        with timer.stage("analysis"):
+            comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, comm)
+        del ldos_ml, ldos_dft
+        results.append(dict(file=str(path), n_atoms=len(system.atoms), temperature=system.temperature,
+                            grid=list(grid_shape), energies=system.energies, reference=reference,
+                            comparison=comparison))
+        log.info("%s: %s", path, ", ".join(f"{k} {v:.4g}" for k, v in comparison.errors.items()))
+    names, seconds, memory = timer.gather(comm)
+    if comm.is_root:
+        with timer.stage("report"):
+            report, numbers, plot = report_paths(cfg)
+            text = markdown_report(cfg, results)
+            report.write_text(text)
+            numbers.write_text(json.dumps(json_report(cfg, results), indent=1))
+            write_plot(plot, results)
+        print(text)
+        print(f"report: {report}\nnumbers: {numbers}\nplot: {plot}")
+        print(format_table(names, seconds, memory))
+    return [r["comparison"] for r in results]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report (rank 0)
+
+
+ERROR_COLUMNS = (
+    ("ldos_rel_rmse", "LDOS RMSE (%)", 100.0, "{:.2f}"),
+    ("dos_rel_l1", "DOS rel. L1 (%)", 100.0, "{:.2f}"),
+    ("density_rel_l1", "density rel. L1 (%)", 100.0, "{:.3f}"),
+    ("fermi_meV", "Fermi (meV)", 1.0, "{:+.1f}"),
+    ("band_meV_per_atom", "band (meV/atom)", 1.0, "{:+.2f}"),
+    ("minus_ts_meV_per_atom", "-TS (meV/atom)", 1.0, "{:+.3f}"),
+    ("total_meV_per_atom", "total (meV/atom)", 1.0, "{:+.2f}"),
+)
+
+
+def _row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_report(cfg, results):
+    """The report text: errors per snapshot with mean absolute errors, then ML and DFT values."""
+    columns = [c for c in ERROR_COLUMNS if any(c[0] in r["comparison"].errors for r in results)]
+    lines = [
+        "# mldft_app evaluate", "",
+        f"model: `{cfg.model.file}`  ",
+        f"descriptors: {cfg.descriptors}; errors are ML minus DFT (the snapshot's own LDOS, same analysis)", "",
+        "## Errors", "",
+        _row(["snapshot", "T (K)", "LDOS RMSE (states/(eV A^3))"] + [c[1] for c in columns]),
+        _row(["---"] * (3 + len(columns))),
+    ]
+    for r in results:
+        e = r["comparison"].errors
+        lines.append(_row([Path(r["file"]).name, f"{r['temperature']:.0f}", f"{e['ldos_rmse']:.3e}"]
+                          + [c[3].format(c[2] * e[c[0]]) if c[0] in e else "" for c in columns]))
+    mae = mean_absolute_errors(results)
+    lines.append(_row(["**mean abs.**", "", f"{mae['ldos_rmse']:.3e}"]
+                      + [c[3].format(c[2] * mae[c[0]]).lstrip("+") if c[0] in mae else "" for c in columns]))
+    lines += ["", "## Values (eV; energies per atom in eV/atom)", "",
+              _row(["snapshot", "quantity", "ML", "DFT LDOS", "QE (scf.out)"]), _row(["---"] * 5)]
+    for r in results:
+        comp, n_atoms, ref = r["comparison"], r["n_atoms"], r["reference"]
+        qe = {"fermi": ref.get("fermi_energy"), "band": ref.get("band_energy"), "total": ref.get("total_energy"),
+              "minus_ts": ref.get("minus_ts")}
+        for key, label, scale in (("fermi", "Fermi level", 1.0), ("band", "band energy / atom", 1.0 / n_atoms),
+                                  ("minus_ts", "-TS / atom", 1.0 / n_atoms), ("total", "total energy / atom", 1.0 / n_atoms),
+                                  ("electrons", "electrons (from density)", 1.0)):
+            if key not in comp.dft:
+                continue
+            qe_value = f"{qe[key] * scale:.6f}" if qe.get(key) is not None else ""
+            lines.append(_row([Path(r["file"]).name, label, f"{comp.ml[key] * scale:.6f}",
+                               f"{comp.dft[key] * scale:.6f}", qe_value]))
+    lines += ["", "QE's band energy is sum f e over its own (unbroadened) bands and its Fermi level that of the "
+              "SCF smearing, so they differ from the DFT-LDOS analysis by the LDOS broadening.", ""]
+    return "\n".join(lines)
+
+
+def mean_absolute_errors(results):
+    """Mean over snapshots of |error| for every error present in all of them."""
+    keys = set.intersection(*(set(r["comparison"].errors) for r in results))
+    return {k: float(np.mean([abs(r["comparison"].errors[k]) for r in results])) for k in keys}
+
+
+def json_report(cfg, results):
+    return {
+        "model": str(cfg.model.file),
+        "descriptors": cfg.descriptors,
+        "units": {"ldos_rmse": "states/(eV Angstrom^3)", "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
+                  "fermi_meV": "meV", "*_meV_per_atom": "meV/atom", "relative": "fraction", "ml/dft": "eV",
+                  "energies": "eV", "dos": "states/eV"},
+        "mean_absolute_errors": mean_absolute_errors(results),
+        "snapshots": [
+            {"file": r["file"], "n_atoms": r["n_atoms"], "temperature": r["temperature"], "grid": r["grid"],
+             "errors": r["comparison"].errors, "ml": r["comparison"].ml, "dft": r["comparison"].dft,
+             "reference": r["reference"], "energies": np.asarray(r["energies"]).tolist(),
+             "dos_ml": r["comparison"].dos_ml.tolist(), "dos_dft": r["comparison"].dos_dft.tolist()}
+            for r in results
+        ],
+    }
+
+
+def write_plot(path, results, max_dos_curves=4):
+    """PNG: DOS (ML dashed, DFT solid) of the first snapshots; parity of band (and total) energy per atom."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_total = all("total" in r["comparison"].dft for r in results)
+    fig, axes = plt.subplots(1, 3 if has_total else 2, figsize=(13 if has_total else 9, 4))
+    ax = axes[0]
+    for i, r in enumerate(results[:max_dos_curves]):
+        comp, color = r["comparison"], f"C{i}"
+        ax.plot(r["energies"], comp.dos_dft, color=color, label=f"{Path(r['file']).stem} DFT")
+        ax.plot(r["energies"], comp.dos_ml, color=color, ls="--", label="ML")
+        ax.axvline(comp.dft["fermi"], color=color, lw=0.5, ls=":")
+    ax.set_xlabel("energy (eV)")
+    ax.set_ylabel("DOS (states/eV)")
+    ax.legend(fontsize=7)
+    ax.set_title("DOS: ML (dashed) vs DFT LDOS")
+    for ax, term, title in zip(axes[1:], ("band", "total"), ("band energy", "total energy")):
+        dft = np.array([r["comparison"].dft[term] / r["n_atoms"] for r in results])
+        ml = np.array([r["comparison"].ml[term] / r["n_atoms"] for r in results])
+        ax.plot(dft, ml, "o")
+        lo, hi = min(dft.min(), ml.min()), max(dft.max(), ml.max())
+        pad = max(hi - lo, 1e-3) * 0.1
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=0.7)
+        ax.set_xlabel(f"DFT {title} (eV/atom)")
+        ax.set_ylabel(f"ML {title} (eV/atom)")
+        ax.set_title(f"{title}: MAE {1000 * np.mean(np.abs(ml - dft)):.2f} meV/atom")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
