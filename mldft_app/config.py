@@ -132,7 +132,7 @@ class TrainingConfig:
     shuffle_buffer_blocks: int = option(32, doc="lazy loading: spatial blocks (HDF5 chunks, <= block_points points each) whose points are shuffled together", minimum=1)
     block_points: int = option(4096, doc="most grid points of one spatial block (blocks follow the snapshots' HDF5 chunks)", minimum=1)
     checkpoint_file: typing.Optional[str] = option(None, doc="checkpoint written after every epoch; null = <model_file>.checkpoint.h5 (removed once the model is written)", path=True)
-    restart: str = option("auto", doc="auto = resume from the checkpoint if it exists (refused if written for other inputs); never = start afresh, overwriting it", choices=("auto", "never"))
+    restart: str = option("auto", doc="auto = resume from the checkpoint if it exists (refused if written for other inputs; only max_epochs may differ); never = start afresh, overwriting it", choices=("auto", "never"))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,12 @@ import torch
 from mldft_app.io.snapshot import write_snapshot
 from mldft_app.model.inference import predict_ldos
 from mldft_app.model.store import load_model, save_model
-from mldft_app.model.training import InMemoryPoints, Region, derive_valence_electrons, train_model
-from mldft_app.parallel import UserInputError
+from mldft_app.io.snapshot import open_snapshot
+from mldft_app.model.data import (
+    InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_bounds, shard_owner,
+)
+from mldft_app.model.training import derive_valence_electrons, train_model
+from mldft_app.parallel import Comm, UserInputError
 
 GRID = (12, 12, 10)
 ENERGIES = np.linspace(-4.0, 6.0, 24)
@@ -45,6 +49,15 @@ def write(path, seed, numbers=(13, 13, 13, 13), n_electrons=12.0, params=PARAMS,
         descriptor_params=params, source=f"synthetic seed {seed}",
     )
     return path
+
+
+def blocks_of(regions, block_points=64):
+    """Blocks of the regions (small, so that a synthetic snapshot has many)."""
+    blocks = []
+    for region in regions:
+        with open_snapshot(region.path) as snap:
+            blocks += region_blocks(region, snap.grid_shape, snap.chunk_shape, block_points)
+    return blocks
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +111,7 @@ def test_early_stopping_keeps_the_best_weights(files):
     history = info["history"]["validation_loss"]
     assert len(history) == 3 and len(set(history)) == 3
     regions = [Region(Path(p), z0, z1) for p, z0, z1 in info["validation_regions"]]
-    validation = InMemoryPoints(regions, model.input_scaler, model.output_scaler, torch.device("cpu"))
+    validation = ValidationPoints(blocks_of(regions), model.input_scaler, model.output_scaler, torch.device("cpu"), Comm())
     assert validation.mean_loss(model.network, 4096) == pytest.approx(history[0], rel=1e-6)
 
 
@@ -153,3 +166,118 @@ def test_training_runs_on_cuda(files):
     model = train_model(files, [], max_epochs=3, patience=5, seed=0, device="cuda", **FAST)
     assert model.training["device"].startswith("cuda")
     assert next(model.network.parameters()).device.type == "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data loading, sharding over ranks, checkpoints
+
+
+class FakeComm:
+    """Rank ``rank`` of ``size`` for the parts of the loaders that only need rank and size."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size, self.is_root = rank, size, rank == 0
+
+
+@pytest.fixture(scope="module")
+def train_blocks(files):
+    regions = [Region(f, 0, 9) for f in files]
+    blocks = blocks_of(regions)
+    scalers = fit_scalers(blocks, Comm())
+    return blocks, scalers
+
+
+def test_blocks_tile_the_regions(files):
+    blocks = blocks_of([Region(files[0], 2, 9)])
+    assert sum(b.n_points for b in blocks) == 12 * 12 * 7 and max(b.n_points for b in blocks) <= 64
+    covered = np.zeros(GRID, dtype=int)
+    for b in blocks:
+        covered[b.slices] += 1
+    assert np.all(covered[:, :, 2:9] == 1) and not covered[:, :, :2].any() and not covered[:, :, 9:].any()
+
+
+def test_scalers_do_not_depend_on_the_block_split(files, train_blocks):
+    _, (inputs, outputs) = train_blocks
+    coarse = fit_scalers(blocks_of([Region(f, 0, 9) for f in files], block_points=4096), Comm())
+    np.testing.assert_allclose(coarse[0].shift, inputs.shift, rtol=1e-12)
+    np.testing.assert_allclose(coarse[1].scale, outputs.scale, rtol=1e-12)
+    descriptors = np.concatenate([synthetic(s)[0][:, :, :9].reshape(-1, 6) for s in (0, 1)])
+    np.testing.assert_allclose(inputs.shift, descriptors.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(inputs.std, descriptors.std(axis=0), rtol=1e-9)
+
+
+def test_shards_of_every_batch_make_up_the_one_rank_batch(train_blocks):
+    blocks, (inputs, outputs) = train_blocks
+    data = InMemoryPoints(blocks, inputs, outputs, torch.device("cpu"))
+    one = [x for x, _ in data.batches(50, 3, 1, FakeComm(0, 1))]
+    assert [len(x) for x in one] == [50] * 51 + [42]
+    for size in (2, 3, 64):
+        parts = [[x for x, _ in data.batches(50, 3, 1, FakeComm(r, size))] for r in range(size)]
+        for k, whole in enumerate(one):
+            assert torch.equal(torch.cat([p[k] for p in parts]), whole)
+    positions = np.arange(data.n_points)
+    for size in (1, 2, 3, 64):
+        owner = shard_owner(positions, data.n_points, 50, size)
+        for start in range(0, data.n_points, 50):
+            length = min(50, data.n_points - start)
+            expect = np.concatenate([np.full(np.subtract(*shard_bounds(length, size, r)[::-1]), r) for r in range(size)])
+            np.testing.assert_array_equal(owner[start : start + length], expect)
+
+
+def test_lazy_epochs_are_permutations_of_the_in_memory_points(train_blocks):
+    blocks, (inputs, outputs) = train_blocks
+    memory = InMemoryPoints(blocks, inputs, outputs, torch.device("cpu"))
+    lazy = LazyPoints(blocks, inputs, outputs, torch.device("cpu"), buffer_blocks=5)
+    assert lazy.n_points == memory.n_points == 2 * 12 * 12 * 9
+    orders = []
+    for epoch in (1, 2):
+        order = lazy.epoch_order(3, epoch)
+        assert np.array_equal(np.sort(order), np.arange(lazy.n_points))
+        batches = list(lazy.batches(50, 3, epoch, Comm()))
+        assert [len(x) for x, _ in batches] == [50] * 51 + [42]
+        assert torch.equal(torch.cat([x for x, _ in batches]), memory.x[torch.from_numpy(order)])
+        assert torch.equal(torch.cat([y for _, y in batches]), memory.y[torch.from_numpy(order)])
+        orders.append(order)
+    assert not np.array_equal(orders[0], orders[1])
+    assert np.array_equal(lazy.epoch_order(3, 1), orders[0])  # a function of (seed, epoch) only
+    lazy.close()
+
+
+def test_lazy_training_converges(files):
+    model = train_model(files, [], max_epochs=25, patience=8, seed=0, data_loading="lazy", block_points=64,
+                        buffer_blocks=4, **FAST)
+    assert model.training["data_loading"] == {"mode": "lazy", "buffer_blocks": 4}
+    assert model.training["best_validation_loss"] < 1e-3, model.training["history"]["validation_loss"]
+
+
+def test_auto_data_loading_follows_the_memory_budget(files):
+    small = train_model(files, [], max_epochs=1, patience=1, seed=0, memory_budget_mb=0.1, **FAST)
+    large = train_model(files, [], max_epochs=1, patience=1, seed=0, memory_budget_mb=100.0, **FAST)
+    assert small.training["data_loading"]["mode"] == "lazy" and large.training["data_loading"]["mode"] == "memory"
+
+
+def test_resumed_run_ends_with_bitwise_identical_weights(files, tmp_path):
+    options = dict(patience=3, seed=4)
+    whole = train_model(files, [], max_epochs=6, checkpoint=tmp_path / "whole.h5", **options, **FAST)
+    first = train_model(files, [], max_epochs=2, checkpoint=tmp_path / "part.h5", **options, **FAST)
+    assert first.training["epochs_run"] == 2
+    resumed = train_model(files, [], max_epochs=6, checkpoint=tmp_path / "part.h5", **options, **FAST)
+    assert resumed.training["resumed_after_epoch"] == 2 and resumed.training["epochs_run"] == whole.training["epochs_run"]
+    for key in ("train_loss", "validation_loss", "learning_rate"):
+        assert resumed.training["history"][key] == whole.training["history"][key]
+    a, b = whole.network.state_dict(), resumed.network.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = train_model(files, [], max_epochs=6, checkpoint=tmp_path / "part.h5", restart="never", **options, **FAST)
+    assert again.training["resumed_after_epoch"] == 0
+
+
+def test_foreign_checkpoint_is_refused(files, tmp_path):
+    path = tmp_path / "ckpt.h5"
+    train_model(files, [], max_epochs=1, patience=3, seed=4, checkpoint=path, **FAST)
+    with pytest.raises(UserInputError, match=r"other inputs \(differing: hyperparameters.learning_rate\).*restart: never"):
+        train_model(files, [], max_epochs=2, patience=3, seed=4, checkpoint=path, **(FAST | {"learning_rate": 1e-3}))
+    with pytest.raises(UserInputError, match="differing: training blocks, training data statistics, training regions"):
+        train_model(files[:1], [], max_epochs=2, patience=3, seed=4, checkpoint=path, **FAST)
+    path.write_text("not a checkpoint")
+    with pytest.raises(UserInputError, match="cannot be read"):
+        train_model(files, [], max_epochs=2, patience=3, seed=4, checkpoint=path, **FAST)

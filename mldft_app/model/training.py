@@ -1,21 +1,27 @@
-"""Training an LDOS network on snapshot files (serial, one device).
+"""Training an LDOS network on snapshot files: data-parallel over MPI ranks, checkpointed every epoch.
 
-Data flow: the snapshots are checked for a common setup (descriptor parameters, energy grid), each is
-split into training and validation *regions* (z-ranges), the scalers are fitted by streaming over the
-training regions chunk by chunk, and the scaled points are served in mini-batches by a point loader.
-Loss: MSE on scaled LDOS (see :mod:`.scaling`). Optimiser: Adam, with the learning rate halved by
-ReduceLROnPlateau after ``max(1, patience // 2)`` epochs without improvement; early stopping after
-``patience`` such epochs, keeping the weights of the best validation epoch.
+Data flow: rank 0 checks the snapshots for a common setup (descriptor parameters, energy grid); each
+is split into training and validation *regions* (z-ranges) cut into chunk-aligned blocks
+(:mod:`.data`); the scalers are fitted on the training blocks; the points are served in mini-batches
+by an in-memory or a lazy loader. Loss: MSE on scaled LDOS (see :mod:`.scaling`). Optimiser: Adam,
+with the learning rate halved by ReduceLROnPlateau after ``max(1, patience // 2)`` epochs without
+improvement; early stopping after ``patience`` such epochs, keeping the weights of the best
+validation epoch.
 
-The point loader here (:class:`InMemoryPoints`) holds all points of its regions; a lazy loader that
-reads chunks of the regions on demand can replace it by offering the same ``n_points``,
-``batches`` and ``mean_loss`` methods.
+Parallelism: every rank holds the whole model; each global mini-batch (the same sequence for any
+number of ranks) is split into contiguous parts, each rank computes the gradient of its part's share
+of the batch loss, and the gradients are summed over ranks (:mod:`.distributed`). So training on N
+ranks gives the model of one rank up to the order of floating-point sums.
+
+Restart: after every epoch rank 0 writes a checkpoint (:mod:`.checkpoint`) with the network,
+optimizer, scheduler, early-stopping and RNG state; the shuffling depends only on (seed, epoch). A
+run resumed from the checkpoint of epoch k ends with the same weights (bitwise, on the same number
+of ranks and threads) as a run that was never interrupted.
 """
 
 import copy
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +30,22 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from ..io.snapshot import canonical_params, open_snapshot
-from ..parallel import UserInputError
+from ..parallel import Comm, CollectiveInputError, UserInputError, checked_on_root
+from . import checkpoint as ckpt
+from .data import BLOCK_POINTS, InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, make_blocks
+from .distributed import allreduce_gradients, parameters_agree, process_group
 from .network import LdosNetwork
-from .scaling import InputScaler, OutputScaler
 from .store import ENERGY_TOLERANCE_EV, TrainedModel, param_differences
 
 log = logging.getLogger(__name__)
 
-BLOCK_POINTS = 1 << 16
-"""About how many grid points one streamed read covers."""
-
 LR_FACTOR = 0.5
 """Factor applied to the learning rate on a plateau."""
 
+DATA_LOADING = ("auto", "memory", "lazy")
+RESTART = ("auto", "never")
 
-@dataclass(frozen=True)
-class Region:
-    """Grid planes ``z_start <= z < z_stop`` (all x, y) of one snapshot file."""
-
-    path: Path
-    z_start: int
-    z_stop: int
-
-    def describe(self):
-        return [str(self.path.resolve()), self.z_start, self.z_stop]
+__all__ = ["Region", "train_model", "fit_network", "survey_snapshots", "split_regions", "derive_valence_electrons"]
 
 
 def train_model(
@@ -65,8 +63,15 @@ def train_model(
     min_delta=0.0,
     progress=True,
     device="cpu",
+    comm=None,
+    data_loading="auto",
+    memory_budget_mb=4096.0,
+    buffer_blocks=32,
+    block_points=BLOCK_POINTS,
+    checkpoint=None,
+    restart="auto",
 ):
-    """Train a network on snapshot files and return it with its scalers and metadata.
+    """Train a network on snapshot files and return it with its scalers and metadata (on every rank).
 
     Parameters
     ----------
@@ -80,7 +85,7 @@ def train_model(
     learning_rate : float
         Initial Adam learning rate.
     batch_size : int
-        Points per optimiser step.
+        Points per optimiser step (the global batch, split over the ranks).
     max_epochs, patience : int
         Upper bound on epochs; stop after ``patience`` epochs whose validation loss does not beat
         the best one by more than ``min_delta``.
@@ -91,49 +96,84 @@ def train_model(
     min_delta : float
         Improvement in scaled validation MSE needed to count as better.
     progress : bool
-        Show a tqdm bar over epochs.
+        Show a tqdm bar over epochs (rank 0).
     device : str or torch.device
-        Where to train ("cpu", "cuda", "cuda:N").
+        Where this rank trains ("cpu", "cuda", "cuda:N").
+    comm : Comm or None
+        Ranks that train together (None: serial).
+    data_loading : {"auto", "memory", "lazy"}
+        memory: every rank holds all training points; lazy: read in shuffle buffers of
+        ``buffer_blocks`` blocks; auto: memory if it needs at most ``memory_budget_mb`` MiB per rank.
+    memory_budget_mb : float
+        Per-rank memory (MiB) the scaled float32 training and validation points may take with ``auto``.
+    buffer_blocks : int
+        Lazy loading: blocks whose points are shuffled together.
+    block_points : int
+        Upper bound on the points of one block (blocks are aligned to the files' HDF5 chunks).
+    checkpoint : str or Path or None
+        Checkpoint file written after every epoch (None: no checkpoints).
+    restart : {"auto", "never"}
+        auto: resume from ``checkpoint`` if it exists (refused if written for other inputs); never:
+        start afresh and overwrite it.
 
     Returns
     -------
     TrainedModel, with the best-validation weights; ``training`` holds the provenance and history.
     """
-    _check_hyperparameters(batch_size, max_epochs, patience, validation_fraction)
-    train_files = [Path(p) for p in train_files]
-    validation_files = [Path(p) for p in validation_files]
-    setup = survey_snapshots(train_files, validation_files)
-    valence_electrons = derive_valence_electrons(setup["compositions"])
-    train_regions, validation_regions = split_regions(setup, train_files, validation_files, validation_fraction)
-    with torch.random.fork_rng(devices=[]):
+    comm = comm or Comm()
+    _check_options(batch_size, max_epochs, patience, validation_fraction, data_loading, restart)
+    prepared = checked_on_root(comm, _prepare, train_files, validation_files, validation_fraction)
+    setup, valence_electrons, train_regions, validation_regions = prepared
+    train_blocks = make_blocks(train_regions, setup, block_points)
+    validation_blocks = make_blocks(validation_regions, setup, block_points)
+    device = torch.device(device)
+    n_inputs, n_outputs = setup["n_descriptors"], setup["energies"].size
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         try:
-            network = LdosNetwork(setup["n_descriptors"], setup["energies"].size, hidden_layers, activation)
+            network = LdosNetwork(n_inputs, n_outputs, hidden_layers, activation)
         except ValueError as err:
-            raise UserInputError(f"network: {err}") from None
-    input_scaler, output_scaler = fit_scalers(train_regions)
-    device = torch.device(device)
-    train_data = InMemoryPoints(train_regions, input_scaler, output_scaler, device)
-    validation_data = InMemoryPoints(validation_regions, input_scaler, output_scaler, device)
-    log.info(
-        "training on %d points, validating on %d points, %d descriptors -> %d energies, device %s",
-        train_data.n_points, validation_data.n_points, setup["n_descriptors"], setup["energies"].size, device,
-    )
-    network.to(device)
-    hyper = dict(
-        hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
-        batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
-        validation_fraction=float(validation_fraction), min_delta=float(min_delta),
-    )
-    result = fit_network(network, train_data, validation_data, np.random.default_rng(seed), hyper, progress)
+            raise CollectiveInputError(f"network: {err}") from None
+        input_scaler, output_scaler = fit_scalers(train_blocks, comm)
+        mode = _loading_mode(data_loading, memory_budget_mb, train_blocks, validation_blocks, n_inputs + n_outputs, comm)
+        hyper = dict(
+            hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
+            batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
+            validation_fraction=float(validation_fraction), min_delta=float(min_delta),
+        )
+        loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
+        hashes = _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler)
+        resume = _resume_state(checkpoint, restart, hashes, comm)
+        if mode == "memory":
+            train_data = InMemoryPoints(train_blocks, input_scaler, output_scaler, device)
+        else:
+            train_data = LazyPoints(train_blocks, input_scaler, output_scaler, device, buffer_blocks)
+        validation_data = ValidationPoints(validation_blocks, input_scaler, output_scaler, device, comm, mode == "memory")
+        log.info(
+            "training on %d points, validating on %d points, %d descriptors -> %d energies, device %s, "
+            "%d rank(s), %s data loading, %d blocks",
+            train_data.n_points, validation_data.n_points, n_inputs, n_outputs, device, comm.size, mode, len(train_blocks),
+        )
+        network.to(device)
+        try:
+            with process_group(comm, device) as group:
+                result = fit_network(
+                    network, train_data, validation_data, hyper, comm=comm, group=group, progress=progress,
+                    checkpoint=checkpoint, hashes=hashes, resume=resume,
+                )
+        finally:
+            train_data.close()
+            validation_data.close()
     training = {
-        "train_files": [str(p.resolve()) for p in train_files],
-        "validation_files": [str(p.resolve()) for p in validation_files],
+        "train_files": [str(p.resolve()) for p in setup["train_files"]],
+        "validation_files": [str(p.resolve()) for p in setup["validation_files"]],
         "train_regions": [r.describe() for r in train_regions],
         "validation_regions": [r.describe() for r in validation_regions],
         "n_train_points": train_data.n_points,
         "n_validation_points": validation_data.n_points,
         "hyperparameters": hyper | {"optimizer": "Adam", "lr_factor": LR_FACTOR, "loss": "MSE on scaled LDOS"},
+        "data_loading": loading,
+        "ranks": comm.size,
         "device": str(device),
         **result,
     }
@@ -149,25 +189,80 @@ def train_model(
     )
 
 
-def _check_hyperparameters(batch_size, max_epochs, patience, validation_fraction):
+def _check_options(batch_size, max_epochs, patience, validation_fraction, data_loading, restart):
+    """Raise CollectiveInputError (the same on every rank) for bad options."""
     if batch_size < 1 or max_epochs < 1 or patience < 1:
-        raise UserInputError(
+        raise CollectiveInputError(
             f"batch_size, max_epochs and patience must be positive (got {batch_size}, {max_epochs}, {patience})"
         )
     if not 0.0 < validation_fraction < 1.0:
-        raise UserInputError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+        raise CollectiveInputError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+    if data_loading not in DATA_LOADING:
+        raise CollectiveInputError(f"data_loading must be one of {', '.join(DATA_LOADING)}, got {data_loading!r}")
+    if restart not in RESTART:
+        raise CollectiveInputError(f"restart must be one of {', '.join(RESTART)}, got {restart!r}")
+
+
+def _prepare(train_files, validation_files, validation_fraction):
+    """On rank 0: survey the snapshots, derive valence electrons, split the regions."""
+    train_files = [Path(p) for p in train_files]
+    validation_files = [Path(p) for p in validation_files]
+    setup = survey_snapshots(train_files, validation_files)
+    setup.update(train_files=train_files, validation_files=validation_files)
+    valence_electrons = derive_valence_electrons(setup["compositions"])
+    train_regions, validation_regions = split_regions(setup, train_files, validation_files, validation_fraction)
+    return setup, valence_electrons, train_regions, validation_regions
+
+
+def _loading_mode(data_loading, memory_budget_mb, train_blocks, validation_blocks, n_columns, comm):
+    """``data_loading`` with auto resolved: memory if this rank's float32 points fit the budget."""
+    if data_loading != "auto":
+        return data_loading
+    n_train = sum(b.n_points for b in train_blocks)
+    n_validation = sum(b.n_points for b in validation_blocks[comm.rank :: comm.size])
+    needed = (n_train + n_validation) * n_columns * 4 / 2**20
+    mode = "memory" if comm.allreduce_max(needed) <= memory_budget_mb else "lazy"
+    log.info("data loading: %s (%.0f MiB of points per rank, budget %.0f MiB)", mode, needed, memory_budget_mb)
+    return mode
+
+
+def _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler):
+    """Hashes of what determines the training trajectory (max_epochs is left out: it may be raised)."""
+    items = {f"hyperparameters.{k}": v for k, v in hyper.items() if k != "max_epochs"}
+    items |= {
+        "data loading": loading,
+        "training regions": [r.describe() for r in train_regions],
+        "validation regions": [r.describe() for r in validation_regions],
+        "training blocks": [[b.lo, b.hi] for b in train_blocks],
+        "training data statistics": [input_scaler.state_dict(), output_scaler.state_dict()],
+    }
+    return ckpt.item_hashes(items)
+
+
+def _resume_state(path, restart, hashes, comm):
+    """The checkpointed state to resume from (on every rank), or None."""
+    if path is None or restart == "never":
+        return None
+
+    def load():
+        state = ckpt.load_checkpoint(path, hashes)
+        if state is not None:
+            log.info("resuming from checkpoint %s (epoch %d done)", path, state["epoch"])
+        return state
+
+    return checked_on_root(comm, load)
 
 
 def survey_snapshots(train_files, validation_files):
     """Check that all snapshots share one setup and collect what training needs from them.
 
-    Returns a dict: descriptor_params, energies (n_e,) eV, n_descriptors, grid_shapes (path -> (nx, ny,
-    nz)), temperatures (sorted distinct training temperatures, K), compositions (list of (path,
-    numbers, n_electrons) of the training snapshots).
+    Returns a dict: descriptor_params, energies (n_e,) eV, n_descriptors, grid_shapes and
+    chunk_shapes (path -> (nx, ny, nz)), temperatures (sorted distinct training temperatures, K),
+    compositions (list of (path, numbers, n_electrons) of the training snapshots).
     """
     if not train_files:
         raise UserInputError("no training snapshot files given")
-    setup = {"grid_shapes": {}, "compositions": []}
+    setup = {"grid_shapes": {}, "chunk_shapes": {}, "compositions": []}
     temperatures = set()
     for path in list(train_files) + list(validation_files):
         with open_snapshot(path) as snap:
@@ -180,6 +275,7 @@ def survey_snapshots(train_files, validation_files):
                 )
             _check_same_setup(setup, snap)
             setup["grid_shapes"][path] = snap.grid_shape
+            setup["chunk_shapes"][path] = snap.chunk_shape
             if path in train_files:
                 temperatures.add(snap.temperature)
                 setup["compositions"].append((path, snap.numbers.copy(), snap.n_electrons))
@@ -222,140 +318,129 @@ def split_regions(setup, train_files, validation_files, validation_fraction):
     return train, validation
 
 
-def iter_region(region):
-    """Stream a region in blocks of whole z-planes (about :data:`BLOCK_POINTS` points, aligned to chunks).
-
-    Yields (descriptors (n, n_desc) float64, ldos (n, n_e) float32 in states/(eV·Å^3)), points in C order.
-    """
-    with open_snapshot(region.path) as snap:
-        nx, ny, _ = snap.grid_shape
-        chunk_z = snap.chunk_shape[2]
-        planes = chunk_z * max(1, BLOCK_POINTS // (nx * ny * chunk_z))
-        start = region.z_start
-        while start < region.z_stop:
-            stop = min(region.z_stop, (start // planes + 1) * planes)
-            block = (slice(None), slice(None), slice(start, stop))
-            yield (
-                snap.read_descriptors(block).reshape(-1, snap.n_descriptors),
-                snap.read_ldos(block).reshape(-1, snap.n_energies),
-            )
-            start = stop
+# ----------------------------------------------------------------------------------------------------
+# The optimisation loop
 
 
-def fit_scalers(regions):
-    """Input and output scalers fitted on the given (training) regions, streaming block by block."""
-    input_scaler, output_scaler = InputScaler(), OutputScaler()
-    for region in regions:
-        for descriptors, ldos in iter_region(region):
-            input_scaler.partial_fit(descriptors)
-            output_scaler.partial_fit(ldos)
-    return input_scaler, output_scaler
+def _new_state():
+    history = {k: [] for k in ("train_loss", "validation_loss", "learning_rate", "seconds", "samples_per_second")}
+    return {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "stale": 0,
+            "finished": False, "history": history}
 
 
-class InMemoryPoints:
-    """All points of some regions, scaled, as float32 tensors on ``device``.
-
-    Attributes
-    ----------
-    x : torch.Tensor, shape (n_points, n_desc)
-        Standardised descriptors.
-    y : torch.Tensor, shape (n_points, n_e)
-        Scaled LDOS.
-    """
-
-    def __init__(self, regions, input_scaler, output_scaler, device):
-        xs, ys = [], []
-        for region in regions:
-            for descriptors, ldos in iter_region(region):
-                xs.append(torch.from_numpy(input_scaler.transform(descriptors).astype(np.float32)))
-                ys.append(torch.from_numpy(output_scaler.transform(ldos).astype(np.float32)))
-        self.x = torch.cat(xs).to(device)
-        self.y = torch.cat(ys).to(device)
-
-    @property
-    def n_points(self):
-        return int(self.x.shape[0])
-
-    def batches(self, batch_size, rng=None):
-        """Yield (x, y) mini-batches; shuffled by ``rng`` (numpy Generator) if given, else in order."""
-        if rng is None:
-            for start in range(0, self.n_points, batch_size):
-                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
-            return
-        order = torch.from_numpy(rng.permutation(self.n_points)).to(self.x.device)
-        for start in range(0, self.n_points, batch_size):
-            index = order[start : start + batch_size]
-            yield self.x[index], self.y[index]
-
-    def mean_loss(self, network, batch_size):
-        """Mean squared error of ``network`` over all points (scaled units), evaluated without gradients."""
-        total = 0.0
-        was_training = network.training
-        network.eval()
-        with torch.no_grad():
-            for x, y in self.batches(batch_size):
-                total += float(torch.sum((network(x) - y) ** 2, dtype=torch.float64))
-        network.train(was_training)
-        return total / (self.n_points * self.y.shape[1])
-
-
-def fit_network(network, train_data, validation_data, rng, hyper, progress):
+def fit_network(network, train_data, validation_data, hyper, *, comm, group=None, progress=False,
+                checkpoint=None, hashes=None, resume=None):
     """The optimisation loop; leaves the best-validation weights in ``network``.
 
-    Returns a dict: epochs_run, best_epoch (1-based), best_validation_loss, stopped_early, history
-    (per epoch: train_loss, validation_loss, learning_rate, seconds, samples_per_second).
+    ``resume`` is a checkpointed state (see :func:`_checkpoint_state`) to continue from.
+
+    Returns a dict: epochs_run, best_epoch (1-based), best_validation_loss, stopped_early,
+    resumed_after_epoch, history (per epoch: train_loss, validation_loss, learning_rate, seconds,
+    samples_per_second).
     """
     optimizer = torch.optim.Adam(network.parameters(), lr=hyper["learning_rate"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=LR_FACTOR, patience=max(1, hyper["patience"] // 2),
         threshold=hyper["min_delta"], threshold_mode="abs",
     )
-    loss_fn = torch.nn.MSELoss()
-    history = {k: [] for k in ("train_loss", "validation_loss", "learning_rate", "seconds", "samples_per_second")}
-    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    device = next(network.parameters()).device
+    state = _new_state()
+    if resume is not None:
+        state = _restore(resume, network, optimizer, scheduler, device)
+    resumed_after = state["epoch"]
     eval_batch = max(hyper["batch_size"], 8192)
-    bar = tqdm(range(1, hyper["max_epochs"] + 1), desc="training", unit="epoch", disable=not progress)
+    epochs = range(state["epoch"] + 1, hyper["max_epochs"] + 1)
+    bar = tqdm(epochs, desc="training", unit="epoch", disable=not progress or not comm.is_root)
     for epoch in bar:
+        if state["finished"]:
+            break
         started = time.perf_counter()
-        network.train()
-        total = torch.zeros((), dtype=torch.float64, device=next(network.parameters()).device)
-        for x, y in train_data.batches(hyper["batch_size"], rng):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * x.shape[0]
+        train_loss = _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group)
         seconds = time.perf_counter() - started
         validation_loss = validation_data.mean_loss(network, eval_batch)
         if not np.isfinite(validation_loss):
-            raise UserInputError(f"training diverged (validation loss {validation_loss} in epoch {epoch}); "
-                                 "lower the learning rate")
-        _record(history, float(total) / train_data.n_points, validation_loss, optimizer.param_groups[0]["lr"],
-                seconds, train_data.n_points / seconds)
-        log.info(
-            "epoch %d: train loss %.4e, validation loss %.4e, lr %.2e, %.0f samples/s",
-            epoch, history["train_loss"][-1], validation_loss, history["learning_rate"][-1],
-            history["samples_per_second"][-1],
-        )
-        bar.set_postfix(train=f"{history['train_loss'][-1]:.3e}", val=f"{validation_loss:.3e}")
-        if validation_loss < best_loss - hyper["min_delta"]:
-            best_loss, best_epoch, stale = validation_loss, epoch, 0
-            best_state = copy.deepcopy(network.state_dict())
-        else:
-            stale += 1
-        if stale >= hyper["patience"]:
-            log.info("early stopping after epoch %d; best epoch %d", epoch, best_epoch)
-            break
-        scheduler.step(validation_loss)
+            raise CollectiveInputError(f"training diverged (validation loss {validation_loss} in epoch {epoch}); "
+                                       "lower the learning rate")
+        _record(state["history"], train_loss, validation_loss, optimizer.param_groups[0]["lr"], seconds,
+                train_data.n_points / seconds)
+        log.info("epoch %d: train loss %.4e, validation loss %.4e, lr %.2e, %.0f samples/s",
+                 epoch, train_loss, validation_loss, state["history"]["learning_rate"][-1],
+                 state["history"]["samples_per_second"][-1])
+        bar.set_postfix(train=f"{train_loss:.3e}", val=f"{validation_loss:.3e}")
+        _early_stopping(state, network, epoch, validation_loss, hyper)
+        if not state["finished"]:
+            scheduler.step(validation_loss)
+        state["epoch"] = epoch
+        if checkpoint is not None and comm.is_root:
+            ckpt.save_checkpoint(checkpoint, _checkpoint_state(state, network, optimizer, scheduler, device), epoch, hashes)
     bar.close()
-    network.load_state_dict(best_state)
+    if not parameters_agree(network, comm):
+        log.warning("the network parameters differ between ranks; rank 0's model is written")
+    network.load_state_dict(state["best_state"])
     return {
-        "epochs_run": epoch,
-        "best_epoch": best_epoch,
-        "best_validation_loss": best_loss,
-        "stopped_early": stale >= hyper["patience"],
-        "history": history,
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_validation_loss": state["best_loss"],
+        "stopped_early": state["stale"] >= hyper["patience"],
+        "resumed_after_epoch": resumed_after,
+        "history": state["history"],
     }
+
+
+def _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group):
+    """One pass over the training points; returns the mean scaled MSE over the epoch (all ranks)."""
+    network.train()
+    batch_size, n_points = hyper["batch_size"], train_data.n_points
+    total = torch.zeros((), dtype=torch.float64, device=next(network.parameters()).device)
+    for k, (x, y) in enumerate(train_data.batches(batch_size, hyper["seed"], epoch, comm)):
+        n_values = min(batch_size, n_points - k * batch_size) * y.shape[1]
+        optimizer.zero_grad(set_to_none=True)
+        squared = torch.sum((network(x) - y) ** 2)
+        (squared / n_values).backward()
+        allreduce_gradients(network.parameters(), group)
+        optimizer.step()
+        total += squared.detach()
+    parts = comm.allgather(float(total))
+    return sum(parts) / (n_points * network.n_outputs)
+
+
+def _early_stopping(state, network, epoch, validation_loss, hyper):
+    if validation_loss < state["best_loss"] - hyper["min_delta"]:
+        state.update(best_loss=validation_loss, best_epoch=epoch, stale=0,
+                     best_state=copy.deepcopy(network.state_dict()))
+    else:
+        state["stale"] += 1
+    if state["stale"] >= hyper["patience"]:
+        log.info("early stopping after epoch %d; best epoch %d", epoch, state["best_epoch"])
+        state["finished"] = True
+
+
+def _checkpoint_state(state, network, optimizer, scheduler, device):
+    """Everything a resumed run needs, as a tree for :func:`.checkpoint.save_checkpoint`."""
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return dict(
+        state,
+        network=network.state_dict(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=rng,
+    )
+
+
+def _restore(saved, network, optimizer, scheduler, device):
+    """Load a checkpointed state into the objects; returns the loop state."""
+    network.load_state_dict(saved["network"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"]["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in saved["rng"]:
+        torch.cuda.set_rng_state(saved["rng"]["torch_cuda"], device)
+    state = {k: saved[k] for k in _new_state()}
+    if state["best_state"] is not None:
+        state["best_state"] = {k: v.to(device) for k, v in state["best_state"].items()}
+    return state
 
 
 def _record(history, train_loss, validation_loss, learning_rate, seconds, samples_per_second):

@@ -1,0 +1,399 @@
+"""Training data: snapshot regions cut into spatial blocks, scalers, and the mini-batch loaders.
+
+Every training or validation *region* (a z-range of one snapshot) is tiled into *blocks*: bricks
+aligned to the HDF5 chunks of the descriptor dataset (split further if a chunk holds more than
+``block_points`` points), so one block is read with one whole-chunk access. The blocks of a set,
+in order, number its points: global point ``i`` is row ``i - offsets[b]`` (C order within the brick)
+of the block ``b`` that holds it.
+
+An epoch is a permutation of the training points, computed from ``(seed, epoch)`` alone (no state
+carried between epochs, so a restarted run repeats it exactly). Mini-batch ``k`` covers positions
+``[k B, (k+1) B)`` of that permutation whatever the number of ranks; rank ``r`` takes the contiguous
+part :func:`shard_bounds` of it. Two loaders serve the same interface:
+
+* :class:`InMemoryPoints` holds all points (scaled, float32) on every rank; its permutation is a
+  full shuffle.
+* :class:`LazyPoints` holds at most a shuffle buffer: the epoch's permutation shuffles the block
+  order, then the points within consecutive groups of ``buffer_blocks`` blocks. Each rank reads a
+  share of a group's blocks and the rows are exchanged (alltoallv), so the I/O is spread over ranks.
+
+Validation points are split by block over the ranks (:class:`ValidationPoints`) and the sums of
+squared errors are combined in rank order, so every rank gets the same validation loss.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.snapshot import open_snapshot
+from .scaling import InputScaler, OutputScaler, RunningMoments
+
+log = logging.getLogger(__name__)
+
+BLOCK_POINTS = 4096
+"""Default upper bound on the points of one block."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """Grid planes ``z_start <= z < z_stop`` (all x, y) of one snapshot file."""
+
+    path: Path
+    z_start: int
+    z_stop: int
+
+    def describe(self):
+        return [str(self.path.resolve()), self.z_start, self.z_stop]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A brick ``[lo, hi)`` (global grid indices, x y z) of one snapshot file."""
+
+    path: Path
+    lo: tuple
+    hi: tuple
+
+    @property
+    def n_points(self):
+        return int(np.prod(np.subtract(self.hi, self.lo)))
+
+    @property
+    def slices(self):
+        return tuple(slice(a, b) for a, b in zip(self.lo, self.hi))
+
+
+def block_shape(chunk_shape, block_points):
+    """The chunk shape, halved along its longest axis until it holds at most ``block_points`` points."""
+    shape = [int(n) for n in chunk_shape]
+    while int(np.prod(shape)) > block_points and max(shape) > 1:
+        axis = int(np.argmax(shape))
+        shape[axis] = -(-shape[axis] // 2)
+    return tuple(shape)
+
+
+def region_blocks(region, grid_shape, chunk_shape, block_points=BLOCK_POINTS):
+    """The blocks tiling ``region`` (x slowest, z fastest), aligned to multiples of the block shape."""
+    bx, by, bz = block_shape(chunk_shape, block_points)
+    nx, ny, _ = grid_shape
+    z_edges = sorted({region.z_start, region.z_stop} | set(range(-(-region.z_start // bz) * bz, region.z_stop, bz)))
+    blocks = []
+    for x0 in range(0, nx, bx):
+        for y0 in range(0, ny, by):
+            for z0, z1 in zip(z_edges[:-1], z_edges[1:]):
+                blocks.append(Block(region.path, (x0, y0, z0), (min(x0 + bx, nx), min(y0 + by, ny), z1)))
+    return blocks
+
+
+def make_blocks(regions, setup, block_points=BLOCK_POINTS):
+    """Blocks of all regions, in region order; ``setup`` gives grid and chunk shapes per path."""
+    return [
+        block
+        for region in regions
+        for block in region_blocks(region, setup["grid_shapes"][region.path], setup["chunk_shapes"][region.path], block_points)
+    ]
+
+
+def shard_bounds(length, size, rank):
+    """This rank's contiguous part ``[start, stop)`` of ``length`` items split over ``size`` ranks."""
+    q, r = divmod(int(length), int(size))
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def shard_owner(positions, n_points, batch_size, size):
+    """Rank owning each epoch position (ndarray int64) under batches of ``batch_size`` split by :func:`shard_bounds`."""
+    positions = np.asarray(positions, dtype=np.int64)
+    batch = positions // batch_size
+    offset = positions - batch * batch_size
+    length = np.minimum(batch_size, n_points - batch * batch_size)
+    q, r = length // size, length % size
+    big = r * (q + 1)
+    return np.where(offset < big, offset // (q + 1), r + (offset - big) // np.maximum(q, 1)).astype(np.int64)
+
+
+class BlockReader:
+    """Reads blocks and returns them scaled, keeping the snapshot files open until :meth:`close`."""
+
+    def __init__(self, input_scaler=None, output_scaler=None):
+        self.input_scaler = input_scaler
+        self.output_scaler = output_scaler
+        self._open = {}
+
+    def raw(self, block):
+        """(descriptors (n, n_desc) float64, ldos (n, n_e) float32 in states/(eV·Å^3)), rows in C order."""
+        snap = self._open.get(block.path)
+        if snap is None:
+            snap = self._open[block.path] = open_snapshot(block.path)
+        descriptors = snap.read_descriptors(block.slices)
+        ldos = snap.read_ldos(block.slices)
+        return descriptors.reshape(-1, descriptors.shape[-1]), ldos.reshape(-1, ldos.shape[-1])
+
+    def scaled(self, block):
+        """(x (n, n_desc), y (n, n_e)) float32 ndarrays: standardised descriptors and scaled LDOS."""
+        descriptors, ldos = self.raw(block)
+        return (
+            self.input_scaler.transform(descriptors).astype(np.float32),
+            self.output_scaler.transform(ldos).astype(np.float32),
+        )
+
+    def close(self):
+        for snap in self._open.values():
+            snap.close()
+        self._open.clear()
+
+
+def _merge_moments(total, part):
+    """Chan's pairwise merge of two :class:`RunningMoments` (``part`` into ``total``, in place)."""
+    if part.count == 0:
+        return
+    if total.count == 0:
+        total.count, total.mean, total.m2 = part.count, part.mean.copy(), part.m2.copy()
+        return
+    count = total.count + part.count
+    delta = part.mean - total.mean
+    total.mean = total.mean + delta * (part.count / count)
+    total.m2 = total.m2 + part.m2 + delta**2 * (total.count * part.count / count)
+    total.count = count
+
+
+def fit_scalers(blocks, comm):
+    """Input and output scalers fitted on ``blocks`` (the training set).
+
+    Each rank computes the moments of its share of the blocks; the per-block moments are gathered and
+    merged in block order, so the result is bitwise the same for any number of ranks.
+    """
+    reader = BlockReader()
+    mine = {}
+    try:
+        for index in range(comm.rank, len(blocks), comm.size):
+            descriptors, ldos = reader.raw(blocks[index])
+            moments = RunningMoments(), RunningMoments()
+            moments[0].update(descriptors)
+            moments[1].update(ldos)
+            mine[index] = [(m.count, m.mean, m.m2) for m in moments]
+    finally:
+        reader.close()
+    gathered = {}
+    for part in comm.allgather(mine):
+        gathered.update(part)
+    totals = RunningMoments(), RunningMoments()
+    for index in range(len(blocks)):
+        for total, state in zip(totals, gathered[index]):
+            _merge_moments(total, RunningMoments(*state))
+    return InputScaler(totals[0]), OutputScaler(totals[1])
+
+
+def _to_device(array, device):
+    return torch.from_numpy(array).to(device)
+
+
+class InMemoryPoints:
+    """All points of some blocks, scaled, as float32 tensors on ``device`` (the same on every rank).
+
+    Attributes
+    ----------
+    x : torch.Tensor, shape (n_points, n_desc)
+        Standardised descriptors, in block order.
+    y : torch.Tensor, shape (n_points, n_e)
+        Scaled LDOS.
+    """
+
+    def __init__(self, blocks, input_scaler, output_scaler, device):
+        reader = BlockReader(input_scaler, output_scaler)
+        xs, ys = [], []
+        try:
+            for block in blocks:
+                x, y = reader.scaled(block)
+                xs.append(x)
+                ys.append(y)
+        finally:
+            reader.close()
+        self.x = _to_device(np.concatenate(xs), device)
+        self.y = _to_device(np.concatenate(ys), device)
+
+    @property
+    def n_points(self):
+        return int(self.x.shape[0])
+
+    def epoch_order(self, seed, epoch):
+        """Global point indices in the order of the epoch (a full shuffle), ndarray int64 (n_points,)."""
+        return np.random.default_rng([seed, epoch]).permutation(self.n_points)
+
+    def batches(self, batch_size, seed, epoch, comm):
+        """Yield this rank's part (x, y) of every mini-batch of the epoch (possibly empty parts)."""
+        order = torch.from_numpy(self.epoch_order(seed, epoch)).to(self.x.device)
+        for start in range(0, self.n_points, batch_size):
+            length = min(batch_size, self.n_points - start)
+            lo, hi = shard_bounds(length, comm.size, comm.rank)
+            index = order[start + lo : start + hi]
+            yield self.x[index], self.y[index]
+
+    def close(self):
+        pass
+
+
+class LazyPoints:
+    """Points of some blocks read on demand, a shuffle buffer of ``buffer_blocks`` blocks at a time.
+
+    Parameters
+    ----------
+    blocks : list of Block
+    input_scaler, output_scaler : fitted scalers
+    device : torch.device
+        Where the yielded batches go.
+    buffer_blocks : int
+        Blocks mixed together; the memory held is about ``buffer_blocks`` blocks of points.
+    """
+
+    def __init__(self, blocks, input_scaler, output_scaler, device, buffer_blocks=32):
+        self.blocks = list(blocks)
+        self.counts = np.array([b.n_points for b in self.blocks], dtype=np.int64)
+        self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        self.buffer_blocks = max(1, int(buffer_blocks))
+        self.device = device
+        self.reader = BlockReader(input_scaler, output_scaler)
+        self.n_x, self.n_y = input_scaler.shift.size, output_scaler.shift.size
+
+    @property
+    def n_points(self):
+        return int(self.offsets[-1])
+
+    def _groups(self, seed, epoch):
+        """Yield (block indices of a buffer, permutation of its concatenated rows), in epoch order."""
+        rng = np.random.default_rng([seed, epoch])
+        block_order = rng.permutation(len(self.blocks))
+        for start in range(0, len(block_order), self.buffer_blocks):
+            group = block_order[start : start + self.buffer_blocks]
+            yield group, rng.permutation(int(self.counts[group].sum()))
+
+    def epoch_order(self, seed, epoch):
+        """Global point indices in the order of the epoch, ndarray int64 (n_points,)."""
+        parts = []
+        for group, perm in self._groups(seed, epoch):
+            ids = np.concatenate([np.arange(self.offsets[b], self.offsets[b + 1]) for b in group])
+            parts.append(ids[perm])
+        return np.concatenate(parts)
+
+    def _local_rows(self, batch_size, seed, epoch, comm):
+        """Yield, buffer by buffer, (end position of the buffer in the epoch, x, y): this rank's rows of
+        all positions up to there, float32 ndarrays in epoch order."""
+        position = 0
+        for group, perm in self._groups(seed, epoch):
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(perm.size)
+            firsts = np.concatenate(([0], np.cumsum(self.counts[group])))
+            rows, targets = [], []
+            for j in range(comm.rank, len(group), comm.size):
+                x, y = self.reader.scaled(self.blocks[group[j]])
+                pos = position + inverse[firsts[j] : firsts[j + 1]]
+                rows.append((pos, x, y))
+                targets.append(shard_owner(pos, self.n_points, batch_size, comm.size))
+            position += perm.size
+            if comm.size == 1:
+                pos = np.concatenate([r[0] for r in rows])
+                order = np.argsort(pos)
+                yield position, np.concatenate([r[1] for r in rows])[order], np.concatenate([r[2] for r in rows])[order]
+                continue
+            yield (position, *self._exchange(rows, targets, comm))
+
+    def _exchange(self, rows, targets, comm):
+        """Send each row to the rank that owns its position; return the received rows sorted by position."""
+        n_x, n_y = self.n_x, self.n_y
+        width = n_x + n_y + ((n_x + n_y) % 2)
+        packed = np.zeros((sum(len(r[0]) for r in rows), 1 + width // 2), dtype=np.float64)
+        dest = np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
+        start = 0
+        for pos, x, y in rows:
+            stop = start + len(pos)
+            payload = np.zeros((len(pos), width), dtype=np.float32)
+            payload[:, :n_x], payload[:, n_x : n_x + n_y] = x, y
+            packed[start:stop, 0] = pos
+            packed[start:stop, 1:] = payload.view(np.float64)
+            start = stop
+        received = comm.alltoallv_rows(packed, dest)
+        received = received[np.argsort(received[:, 0], kind="stable")]
+        payload = np.ascontiguousarray(received[:, 1:]).view(np.float32)
+        return payload[:, :n_x].copy(), payload[:, n_x : n_x + n_y].copy()
+
+    def batches(self, batch_size, seed, epoch, comm):
+        """Yield this rank's part (x, y) of every mini-batch of the epoch (possibly empty parts)."""
+        n_batches = -(-self.n_points // batch_size)
+        counts = []
+        for k in range(n_batches):
+            lo, hi = shard_bounds(min(batch_size, self.n_points - k * batch_size), comm.size, comm.rank)
+            counts.append(hi - lo)
+        pending_x = pending_y = None
+        k = 0
+        for end, x, y in self._local_rows(batch_size, seed, epoch, comm):
+            if pending_x is None:
+                pending_x, pending_y = x, y
+            else:
+                pending_x, pending_y = np.concatenate((pending_x, x)), np.concatenate((pending_y, y))
+            used = 0
+            # Serve the batches that the buffers so far complete on every rank, so that all ranks
+            # reach the next exchange (MPI) and the gradient sums (torch.distributed) in step.
+            while k < n_batches and min((k + 1) * batch_size, self.n_points) <= end:
+                yield (
+                    _to_device(pending_x[used : used + counts[k]], self.device),
+                    _to_device(pending_y[used : used + counts[k]], self.device),
+                )
+                used += counts[k]
+                k += 1
+            pending_x, pending_y = pending_x[used:], pending_y[used:]
+        if k != n_batches or pending_x.shape[0]:
+            raise RuntimeError(f"lazy loader served {k} of {n_batches} batches ({pending_x.shape[0]} rows left)")
+
+    def close(self):
+        self.reader.close()
+
+
+class ValidationPoints:
+    """This rank's share of the validation blocks (every ``size``-th block), held or streamed.
+
+    Parameters
+    ----------
+    blocks : list of Block
+        All validation blocks; rank r takes blocks r, r + size, ...
+    in_memory : bool
+        Keep the share as tensors on ``device`` (else read it block by block on every evaluation).
+    """
+
+    def __init__(self, blocks, input_scaler, output_scaler, device, comm, in_memory=True):
+        self.comm = comm
+        self.device = device
+        self.blocks = blocks[comm.rank :: comm.size]
+        self.n_points = int(sum(b.n_points for b in blocks))
+        self.reader = BlockReader(input_scaler, output_scaler)
+        self.held = None
+        if in_memory:
+            self.held = [tuple(_to_device(a, device) for a in self.reader.scaled(b)) for b in self.blocks]
+            self.reader.close()
+
+    def _parts(self):
+        if self.held is not None:
+            yield from self.held
+            return
+        for block in self.blocks:
+            yield tuple(_to_device(a, self.device) for a in self.reader.scaled(block))
+
+    def mean_loss(self, network, batch_size):
+        """Mean squared error (scaled units) over all validation points of all ranks, the same on every rank."""
+        total, n_values = 0.0, 0
+        was_training = network.training
+        network.eval()
+        with torch.no_grad():
+            for x, y in self._parts():
+                for start in range(0, x.shape[0], batch_size):
+                    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                    total += float(torch.sum((network(xb) - yb) ** 2, dtype=torch.float64))
+                    n_values += yb.numel()
+        network.train(was_training)
+        parts = self.comm.allgather((total, n_values))
+        return sum(p[0] for p in parts) / sum(p[1] for p in parts)
+
+    def close(self):
+        self.reader.close()

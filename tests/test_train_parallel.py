@@ -1,0 +1,115 @@
+"""Training over MPI ranks (real mpirun) and restart after SIGKILL, on small synthetic snapshots."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import app_mpi, python_mpi
+from mldft_app.model.checkpoint import checkpoint_epoch
+from mldft_app.model.store import load_model
+from test_training import write
+
+APP = Path(sys.executable).parent / "mldft_app"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel_snapshots")
+    return [write(root / "a.h5", 0), write(root / "b.h5", 1)]
+
+
+def relative_difference(a, b):
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a)
+
+
+def test_two_ranks_train_the_model_of_one_rank(files, tmp_path):
+    for n in (1, 2):
+        out = python_mpi(n, "train_ranks.py", tmp_path / f"r{n}", "memory,lazy", 4, *files, timeout=120)
+        assert out.stdout.count("train_ranks ok") == 2
+    for mode in ("memory", "lazy"):
+        one, two = (torch.load(tmp_path / f"r{n}_{mode}.pt") for n in (1, 2))
+        assert two["ranks"] == 2
+        # Same global batches in the same order: only the order of float32 sums differs.
+        assert relative_difference(one["state"], two["state"]) < 2e-6
+        assert two["history"]["validation_loss"] == pytest.approx(one["history"]["validation_loss"], rel=1e-5)
+        assert two["history"]["train_loss"] == pytest.approx(one["history"]["train_loss"], rel=1e-5)
+
+
+def train_input(directory, files, **training):
+    directory.mkdir(exist_ok=True)
+    cfg = {
+        "task": "train", "snapshots": [str(f) for f in files], "model_file": "model.pt",
+        "network": {"hidden_layers": [32, 32], "activation": "tanh"},
+        "training": {"learning_rate": 3e-3, "batch_size": 8, "max_epochs": 7, "patience": 10, "seed": 2,
+                     "device": "cpu"} | training,
+    }
+    path = directory / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_app(input_file, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([str(APP), str(input_file)], capture_output=True, text=True, env=env, timeout=120, **kwargs)
+
+
+def kill_after_epoch(input_file, checkpoint, epoch):
+    """Start the training, SIGKILL it once the checkpoint of ``epoch`` exists; return the epoch it had reached."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([str(APP), str(input_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            reached = checkpoint_epoch(checkpoint) if checkpoint.exists() else None
+            if reached is not None and reached >= epoch:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return reached
+            time.sleep(0.005)
+        raise AssertionError(f"training ended (or timed out) before the checkpoint of epoch {epoch}: "
+                             f"{proc.communicate()[1][-2000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_killed_run_restarts_to_the_same_weights_and_ranks_agree(files, tmp_path):
+    whole = train_input(tmp_path / "whole", files)
+    done = run_app(whole)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "whole" / "model.pt.checkpoint.h5").exists()  # removed once the model is written
+    reference = load_model(tmp_path / "whole" / "model.pt")
+
+    killed = train_input(tmp_path / "killed", files)
+    checkpoint = tmp_path / "killed" / "model.pt.checkpoint.h5"
+    reached = kill_after_epoch(killed, checkpoint, 2)
+    assert reached < 7 and not (tmp_path / "killed" / "model.pt").exists()
+    foreign = train_input(tmp_path / "foreign", files, learning_rate=1e-3, checkpoint_file=str(checkpoint))
+    refused = run_app(foreign)
+    assert refused.returncode == 2, refused.stderr
+    assert "was written by a training run with other inputs (differing: hyperparameters.learning_rate)" in refused.stderr
+    assert checkpoint_epoch(checkpoint) == reached
+    resumed = run_app(killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from checkpoint {checkpoint} (epoch {reached} done)" in resumed.stderr
+    model = load_model(tmp_path / "killed" / "model.pt")
+    assert model.training["resumed_after_epoch"] == reached
+    a, b = reference.network.state_dict(), model.network.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "restarted run differs from the uninterrupted one"
+    assert model.training["history"]["validation_loss"] == reference.training["history"]["validation_loss"]
+
+    # The task on 2 ranks: the same model up to the order of float32 sums.
+    two = train_input(tmp_path / "two", files)
+    out = app_mpi(2, two, timeout=120)
+    assert "2 rank(s)" in out.stdout
+    difference = relative_difference(a, load_model(tmp_path / "two" / "model.pt").network.state_dict())
+    print("2 ranks vs 1 rank, task train, 7 epochs: max relative weight difference", difference)
+    assert difference < 2e-5
