@@ -63,7 +63,6 @@ def with_(path, value):
         (with_("physics.temperature", "hot"), "'physics.temperature'"),
         (with_("output.overwrite", "yes"), "'output.overwrite'"),
         (with_("task", "dance"), "'task'"),
-        (with_("task", "datagen"), "not implemented"),
         (with_("colour", "red"), "'colour' is not known"),
         ([1, 2], "YAML mapping"),
     ],

@@ -201,24 +201,35 @@ def snapshot_is_finished(paths, task, campaign):
 
 
 def ensure_md(paths, set_name, recipe):
-    """The set's MD snapshots: read from structures.extxyz, or run the MD first. Returns (atoms list, seconds)."""
+    """The set's MD snapshots: read from structures.extxyz, or run the MD first. Returns (atoms list, seconds).
+
+    A set may grow between runs (more snapshots, same MD settings): its MD is then run again and
+    must reproduce the stored snapshots (serial LAMMPS with one seed is deterministic).
+    """
     import ase.io
 
     set_dir, structures = paths.set_dir(set_name), paths.structures(set_name)
-    stamp = json.dumps(dataclasses.asdict(recipe), sort_keys=True)
+    stamp = json.loads(json.dumps(dataclasses.asdict(recipe)))  # as stored (tuples -> lists)
+    stored = None
     if runner.is_done(set_dir, "md") and structures.is_file():
-        stored = runner.marker(set_dir, "md").read_text().strip()
-        if stored != stamp:
-            raise UserInputError(f"{set_dir} holds MD snapshots of other MD settings ({stored}); "
+        stored_stamp = json.loads(runner.marker(set_dir, "md").read_text())
+        stored = ase.io.read(structures, index=":", format="extxyz", parallel=False)
+        if {**stored_stamp, "n_snapshots": 0} != {**stamp, "n_snapshots": 0}:
+            raise UserInputError(f"{set_dir} holds MD snapshots of other MD settings ({stored_stamp}); "
                                  "use another output_dir or remove that directory")
-        return ase.io.read(structures, index=":", format="extxyz", parallel=False), 0.0
+        if len(stored) >= recipe.n_snapshots:
+            return stored, 0.0
     set_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     snapshots = md.run_md(recipe)
+    for old, new in zip(stored or [], snapshots):
+        if not np.allclose(old.get_positions(), new.get_positions(), atol=1e-6):
+            raise RuntimeError(f"the MD of {set_dir} did not reproduce its stored snapshots; "
+                               "add a new set (other seed) instead of growing this one")
     tmp = structures.with_name(structures.name + ".tmp")
     ase.io.write(tmp, snapshots, format="extxyz", parallel=False)
     os.replace(tmp, structures)
-    runner.mark_done(set_dir, "md", stamp)
+    runner.mark_done(set_dir, "md", json.dumps(stamp, sort_keys=True))
     return snapshots, time.perf_counter() - start
 
 

@@ -1,0 +1,1 @@
+"""Training-data generation: LAMMPS MD snapshots, Quantum ESPRESSO inputs and restartable QE runs."""
