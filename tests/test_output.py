@@ -26,6 +26,13 @@ def test_parallel_write_gives_the_global_field(tmp_path, n_ranks, shape, mode):
         assert h5["field"].is_virtual == (mode == "virtual")
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("mode", ["mpio", "virtual"])
+def test_compressed_fields_written_in_parallel(tmp_path, mode):
+    proc = python_mpi(2, "output_roundtrip.py", tmp_path / "out.h5", 8, 6, 10, mode, "gzip", timeout=120)
+    assert "output roundtrip ok" in proc.stdout
+
+
 def test_existing_output_is_refused_unless_overwrite(tmp_path):
     path = tmp_path / "exists.h5"
     path.write_text("x")

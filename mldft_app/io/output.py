@@ -47,10 +47,13 @@ class OutputFile:
         HDF5); ``virtual`` = each rank writes its bricks to ``<path>.rankNNNN.h5`` and the main file
         joins them with HDF5 virtual datasets (the same logical file; keep the rank files beside it);
         ``auto`` = mpio when h5py has MPI support, else virtual with a warning. One rank: a plain file.
+    compression : None or "gzip"
+        Compress grid fields (parallel HDF5 >= 1.10.2 compresses with collective writes).
     """
 
-    def __init__(self, path, comm, mode="auto"):
+    def __init__(self, path, comm, mode="auto", compression=None):
         self.path = Path(path)
+        self.compression = compression
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.comm = comm
         self.mode = self._choose_mode(mode)
@@ -120,7 +123,7 @@ class OutputFile:
         data = np.ascontiguousarray(local.reshape(tuple(layout.local_shape) + trailing), dtype=dtype)
         global_shape = tuple(layout.shape) + trailing
         if self.mode == "virtual":
-            self.rank_file.create_dataset(name, data=data)
+            self.rank_file.create_dataset(name, data=data, compression=self.compression)
             if self.comm.is_root:
                 virtual = h5py.VirtualLayout(shape=global_shape, dtype=dtype)
                 for rank, start, count in layout.all_bricks():
@@ -129,7 +132,7 @@ class OutputFile:
                 self.h5.create_virtual_dataset(name, virtual).attrs["units"] = units
             return
         chunks = field_chunks(layout, trailing, np.dtype(dtype).itemsize)
-        dset = self.h5.create_dataset(name, shape=global_shape, dtype=dtype, chunks=chunks)
+        dset = self.h5.create_dataset(name, shape=global_shape, dtype=dtype, chunks=chunks, compression=self.compression)
         dset.attrs["units"] = units
         region = layout.slices + tuple(slice(None) for _ in trailing)
         if self.mode == "mpio":

@@ -110,7 +110,8 @@ def analyse_ldos(ldos_local, system, layout, comm):
 
 def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, forces=None, **attrs):
     """Write the run's HDF5 output collectively (see README, "Output"); ``forces`` (n_atoms, 3) eV/Angstrom."""
-    with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io) as out:
+    compression = None if cfg.output.compression == "none" else cfg.output.compression
+    with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io, compression=compression) as out:
         out.write_field("density", results.density, layout, "electrons/Angstrom^3")
         if ldos_local is not None:
             out.write_field("ldos", ldos_local, layout, "states/(eV Angstrom^3)", dtype=np.float32)

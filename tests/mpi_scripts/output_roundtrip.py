@@ -1,6 +1,6 @@
 """Under mpirun: every rank writes its brick of a known global field collectively; rank 0 checks.
 
-Usage: output_roundtrip.py OUTPUT.h5 NX NY NZ [MODE]   (MODE: auto, mpio or virtual)
+Usage: output_roundtrip.py OUTPUT.h5 NX NY NZ [MODE [COMPRESSION]]   (MODE: auto, mpio or virtual)
 """
 
 import sys
@@ -21,10 +21,11 @@ def known_field(index, shape):
 def main():
     path, shape = sys.argv[1], tuple(int(a) for a in sys.argv[2:5])
     mode = sys.argv[5] if len(sys.argv) > 5 else "auto"
+    compression = sys.argv[6] if len(sys.argv) > 6 else None
     comm = Comm.world()
     layout = GridLayout.create(shape, comm.size, comm.rank)
     local = known_field(layout.local_indices(), shape)
-    with OutputFile(path, comm, mode=mode) as out:
+    with OutputFile(path, comm, mode=mode, compression=compression) as out:
         out.write_field("field", local, layout, "1")
         out.write_field("vector", np.stack([local, -local], axis=1), layout, "1", dtype=np.float32)
         out.write_array("scalar", 3.5, "eV")
@@ -35,6 +36,8 @@ def main():
             grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
             expected = known_field(grid, shape).reshape(shape)
             assert np.array_equal(h5["field"][...], expected)
+            if not h5["field"].is_virtual:  # a virtual dataset's filters are those of the rank files
+                assert h5["field"].compression == compression
             assert np.array_equal(h5["vector"][..., 1], -expected.astype(np.float32))
             assert [n.decode() for n in h5["names"][()]] == ["Al", "Cu", "density"]
             assert h5["scalar"][()] == 3.5 and h5["scalar"].attrs["units"] == "eV"
