@@ -122,6 +122,17 @@ class Comm:
         if self.size > 1:
             self.mpi.Barrier()
 
+    def idle_barrier(self, poll_seconds=0.2):
+        """Barrier that sleeps while it waits, so ranks waiting on rank 0 (e.g. while it runs pw.x
+        or trains) leave the cores free; a plain MPICH barrier busy-polls a core."""
+        if self.size == 1:
+            return
+        import time
+
+        request = self.mpi.Ibarrier()
+        while not request.Test():
+            time.sleep(poll_seconds)
+
     def abort(self, code=1):
         """End every rank of the job now (MPI_Abort), or exit if serial."""
         if self.size > 1:
@@ -187,13 +198,18 @@ class CollectiveInputError(UserInputError):
 
 
 def checked_on_root(comm, func, *args):
-    """Run ``func`` on rank 0 and broadcast its result; a UserInputError there is raised on every rank."""
+    """Run ``func`` on rank 0 (the others sleep meanwhile) and broadcast its result.
+
+    A UserInputError there is raised on every rank (CollectiveInputError); any other exception
+    propagates on rank 0, where run_or_abort ends the job.
+    """
     result, error = None, None
     if comm.is_root:
         try:
             result = func(*args)
         except UserInputError as err:
             error = str(err)
+    comm.idle_barrier()
     result, error = comm.bcast((result, error))
     if error is not None:
         raise CollectiveInputError(error)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..parallel import CollectiveInputError, UserInputError
+from ..parallel import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -94,34 +94,3 @@ def mark_done(workdir, step, note=""):
 def clear_markers(workdir, steps):
     for step in steps:
         marker(workdir, step).unlink(missing_ok=True)
-
-
-def idle_barrier(comm, poll_seconds=0.2):
-    """Barrier that sleeps while it waits: ranks waiting for rank 0's subprocess leave the cores to it.
-
-    (A plain MPI barrier busy-polls with MPICH and would take a core from QE.)
-    """
-    if comm.size == 1:
-        return
-    request = comm.mpi.Ibarrier()
-    while not request.Test():
-        time.sleep(poll_seconds)
-
-
-def on_root_while_others_sleep(comm, func, *args):
-    """Run ``func(*args)`` on rank 0 while the other ranks sleep; broadcast its result.
-
-    A UserInputError on rank 0 is raised on every rank (CollectiveInputError); any other exception
-    propagates on rank 0 (run_or_abort then ends the job).
-    """
-    result, error = None, None
-    if comm.is_root:
-        try:
-            result = func(*args)
-        except UserInputError as err:
-            error = str(err)
-    idle_barrier(comm)
-    result, error = comm.bcast((result, error))
-    if error is not None:
-        raise CollectiveInputError(error)
-    return result

@@ -359,7 +359,7 @@ def _compute_snapshot(cfg, comm, campaign, paths, task, md_cache):
         atoms = md_cache[task.set_name][task.index]
         return run_qe_steps(cfg, campaign, paths, task, atoms)
 
-    seconds.update(runner.on_root_while_others_sleep(comm, qe_part) or {})
+    seconds.update(checked_on_root(comm, qe_part) or {})
     start = time.perf_counter()
     run_convert(convert_input(cfg, paths, task), comm)
     seconds["convert"] = time.perf_counter() - start
