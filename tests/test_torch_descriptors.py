@@ -2,7 +2,6 @@
 twojmax 2-10, triclinic cells, bzeroflag, switchflag 0, rmin0, quadraticflag, float32, MPI bricks, CUDA."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
