@@ -15,7 +15,6 @@ i/nx a + j/ny b + k/nz c, with a, b, c the cell vectors and the cell's origin at
 
 import logging
 
-import numpy as np
 
 from .snap_params import SnapParams, bispectrum_count
 
