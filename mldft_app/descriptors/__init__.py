@@ -15,7 +15,6 @@ i/nx a + j/ny b + k/nz c, with a, b, c the cell vectors and the cell's origin at
 
 import logging
 
-
 from .snap_params import SnapParams, bispectrum_count
 
 log = logging.getLogger(__name__)
