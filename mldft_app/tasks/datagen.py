@@ -40,10 +40,11 @@ from .convert import run_convert
 
 log = logging.getLogger(__name__)
 
-RUN_CONTROL_KEYS = ("max_snapshots_per_run", "keep_qe_files", "temperatures")
+RUN_CONTROL_KEYS = ("output_dir", "max_snapshots_per_run", "keep_qe_files", "temperatures")
 RUN_CONTROL_QE_KEYS = ("mpi_ranks", "launcher", "timeout", "pw_command", "pp_command", "nbnd")
-"""Keys that may change between runs of one campaign (all others must equal recipe.yaml's); nbnd
-only adds bands above the LDOS window (raise it when the band check fails)."""
+"""Keys that may change between runs of one campaign (all others must equal recipe.yaml's): a moved
+campaign directory is fine; nbnd only adds bands above the LDOS window (raise it when the band check
+fails)."""
 BAND_MARGIN_WIDTHS = 3.0
 """The highest band at every k-point must lie this many LDOS broadenings above the window's top."""
 
