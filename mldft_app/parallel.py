@@ -133,9 +133,18 @@ class Comm:
         while not request.Test():
             time.sleep(poll_seconds)
 
-    def abort(self, code=1):
-        """End every rank of the job now (MPI_Abort), or exit if serial."""
+    def abort(self, code=1, grace_seconds=1.0):
+        """End every rank of the job (MPI_Abort), or exit if serial.
+
+        Waits ``grace_seconds`` first: the launcher forwards a rank's stderr asynchronously and
+        MPI_Abort tears the job down at once, which can swallow the error message just written.
+        """
+        sys.stdout.flush()
+        sys.stderr.flush()
         if self.size > 1:
+            import time
+
+            time.sleep(grace_seconds)
             self.mpi.Abort(code)
         sys.exit(code)
 
