@@ -46,6 +46,7 @@ import numpy as np
 __all__ = [
     "fermi_tail",
     "occupation_weights",
+    "occupation_weight_derivative",
     "band_energy_weights",
     "entropy_weights",
     "trapezoid_weights",
@@ -411,4 +412,43 @@ def trapezoid_weights(energies):
     w = np.zeros_like(energies)
     w[:-1] += 0.5 * h
     w[1:] += 0.5 * h
+    return w
+
+
+def occupation_weight_derivative(energies, mu, kT):
+    """Derivative of :func:`occupation_weights` with respect to mu.
+
+    wf'_i = ∫ hat_i(E) (-df/dE) dE, by parts = f(E_0) [i = 0] - f(E_last) [i = last]
+    + (mean of f over the segment left of E_i) - (mean of f over the segment right of E_i),
+    with the segment integrals of f from its primitive, written so that nothing overflows.
+
+    Parameters
+    ----------
+    energies : array_like, shape (n_e,)
+        Strictly increasing energy grid, eV.
+    mu : float
+        Chemical potential, eV.
+    kT : float
+        Thermal energy, eV (> 0).
+
+    Returns
+    -------
+    ndarray, shape (n_e,), float64
+        Dimensionless; D . wf' = dN/dmu in states/eV for a DOS D in states/eV.
+    """
+    energies = np.asarray(energies, dtype=np.float64)
+    mu, kT = float(mu), float(kT)
+    x = (energies - mu) / kT
+    above = x >= 0
+    ax = np.abs(x)
+    phi1 = fermi_tail(1, ax)
+    # primitive of f: mu - kT ln(1 + e^-x) above mu, E - kT ln(1 + e^x) below (the same function)
+    primitive = np.where(above, mu - kT * phi1, energies - kT * phi1)
+    occupation = np.where(above, fermi_tail(0, ax), 1.0 - fermi_tail(0, ax))
+    mean_f = np.diff(primitive) / np.diff(energies)
+    w = np.zeros_like(energies)
+    w[1:] += mean_f
+    w[:-1] -= mean_f
+    w[0] += occupation[0]
+    w[-1] -= occupation[-1]
     return w
