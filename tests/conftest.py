@@ -38,3 +38,33 @@ def al32_dir():
     if not (AL32_DIR / "ldos_float32.npz").is_file():
         pytest.skip(f"shared Al32 data not found at {AL32_DIR}")
     return AL32_DIR
+
+
+@pytest.fixture(scope="module")
+def al32_density(al32_dir):
+    """Density (45, 45, 45) in electrons/A^3 and cell (A) of the shared Al32 QE LDOS (96 e, 933 K)."""
+    import numpy as np
+
+    from mldft_app.ldos.integrals import density_from_ldos, dos_from_ldos, fermi_level
+    from mldft_app.parallel import Comm
+    from mldft_app.units import BOHR_ANGSTROM, RYDBERG_EV, kelvin_to_ev
+
+    data = np.load(al32_dir / "ldos_float32.npz")
+    to_internal = 1.0 / (RYDBERG_EV * BOHR_ANGSTROM**3)  # states/(Ry bohr^3) -> states/(eV A^3)
+    ldos = data["ldos"].reshape(-1, data["ldos"].shape[-1])
+    energies, cell = data["energies_eV"], data["cell_bohr"] * BOHR_ANGSTROM
+    voxel = abs(np.linalg.det(cell)) / ldos.shape[0]
+    kT = kelvin_to_ev(933.0)
+    mu = fermi_level(energies, dos_from_ldos(ldos, voxel, Comm()) * to_internal, 96, kT)
+    return density_from_ldos(ldos, energies, mu, kT).reshape(data["ldos"].shape[:3]) * to_internal, cell
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks and kernels: one torch thread is fastest and avoids contention on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

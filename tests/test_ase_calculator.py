@@ -26,12 +26,7 @@ UPF = Path("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
 SHAPE = (10, 10, 10)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.energy.fft import DistributedFFT
 from mldft_app.energy.hartree import COULOMB_EV_ANGSTROM, hartree
 from mldft_app.parallel import Comm
-from mldft_app.ldos.integrals import density_from_ldos, dos_from_ldos, fermi_level
-from mldft_app.units import BOHR_ANGSTROM, RYDBERG_EV, kelvin_to_ev
+from mldft_app.units import RYDBERG_EV
 
 CUBIC = np.diag([8.0, 8.0, 8.0])
 TRICLINIC = np.array([[8.0, 0.0, 0.0], [1.6, 8.4, 0.0], [-1.1, 0.9, 8.8]])
@@ -181,17 +180,6 @@ def test_hartree_under_mpirun_equals_serial(n_ranks):
     assert "hartree ranks ok" in proc.stdout
 
 
-@pytest.fixture(scope="module")
-def al32_density(al32_dir):
-    """Density (45, 45, 45) in electrons/A^3 and cell (A) of the shared Al32 QE LDOS (96 e, 933 K)."""
-    data = np.load(al32_dir / "ldos_float32.npz")
-    to_internal = 1.0 / (RYDBERG_EV * BOHR_ANGSTROM**3)  # states/(Ry bohr^3) -> states/(eV A^3)
-    ldos = data["ldos"].reshape(-1, data["ldos"].shape[-1])
-    energies, cell = data["energies_eV"], data["cell_bohr"] * BOHR_ANGSTROM
-    voxel = abs(np.linalg.det(cell)) / ldos.shape[0]
-    kT = kelvin_to_ev(933.0)
-    mu = fermi_level(energies, dos_from_ldos(ldos, voxel, Comm()) * to_internal, 96, kT)
-    return density_from_ldos(ldos, energies, mu, kT).reshape(data["ldos"].shape[:3]) * to_internal, cell
 
 
 def test_al32_hartree_energy(al32_density):

@@ -25,12 +25,7 @@ _spec.loader.exec_module(helper)
 RTOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_serial(atoms, shape, params, **kwargs):

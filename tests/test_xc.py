@@ -11,9 +11,8 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.energy import xc as xc_module
 from mldft_app.energy.fft import DistributedFFT
 from mldft_app.energy.xc import PW92_A_LIBXC_MOD, functional_from_qe, lda_pz, pbe, xc
-from mldft_app.ldos.integrals import density_from_ldos, dos_from_ldos, fermi_level
 from mldft_app.parallel import Comm
-from mldft_app.units import BOHR_ANGSTROM, HARTREE_EV, RYDBERG_EV, kelvin_to_ev
+from mldft_app.units import BOHR_ANGSTROM, HARTREE_EV, RYDBERG_EV
 
 # conversions between Hartree atomic units (libxc) and the project's eV / Angstrom
 N_AU = BOHR_ANGSTROM**-3  # electrons/bohr^3 -> electrons/A^3
@@ -232,17 +231,6 @@ def test_xc_under_mpirun_equals_serial(n_ranks):
     assert "xc ranks ok" in proc.stdout
 
 
-@pytest.fixture(scope="module")
-def al32_density(al32_dir):
-    """Density (45, 45, 45) in electrons/A^3 and cell (A) of the shared Al32 QE LDOS (96 e, 933 K)."""
-    data = np.load(al32_dir / "ldos_float32.npz")
-    to_internal = 1.0 / (RYDBERG_EV * BOHR_ANGSTROM**3)  # states/(Ry bohr^3) -> states/(eV A^3)
-    ldos = data["ldos"].reshape(-1, data["ldos"].shape[-1])
-    energies, cell = data["energies_eV"], data["cell_bohr"] * BOHR_ANGSTROM
-    voxel = abs(np.linalg.det(cell)) / ldos.shape[0]
-    kT = kelvin_to_ev(933.0)
-    mu = fermi_level(energies, dos_from_ldos(ldos, voxel, Comm()) * to_internal, 96, kT)
-    return density_from_ldos(ldos, energies, mu, kT).reshape(data["ldos"].shape[:3]) * to_internal, cell
 
 
 def test_al32_xc_energy(al32_density):
