@@ -248,6 +248,7 @@ class EvaluateInput:
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element for the total energy; empty = no total energy", path=True
     )
+    forces: bool = option(False, doc="also compare the model's forces (torch descriptors, autograd; needs pseudopotentials) with each snapshot's reference forces (pw.x's, stored by convert)")
     overwrite: bool = option(False, doc="replace existing report files")
 
 

@@ -11,7 +11,8 @@ from ase import Atoms
 from conftest import REPO, app_mpi
 from mldft_app.decomposition import GridLayout
 from mldft_app.parallel import Comm
-from mldft_app.tasks.evaluate import compare_ldos
+from mldft_app.io.qe import read_pw_output
+from mldft_app.tasks.evaluate import add_reference_errors, compare_ldos
 from mldft_app.tasks.ldos_analysis import ElectronicSystem
 
 UPF = "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"
@@ -57,6 +58,25 @@ def test_perturbed_ldos_gives_the_expected_errors():
     assert e2["density_rel_l1"] > 1e-2 and abs(e2["fermi_meV"]) < 1e-6
 
 
+def test_reference_errors_against_qe_energy_and_forces():
+    ldos, system, layout = synthetic_case()
+    comparison = compare_ldos(ldos * np.float32(1.01), ldos, system, layout, Comm())
+    comparison.ml["total"], comparison.dft["total"] = -100.0, -100.5  # eV (synthetic case: no total energy)
+    reference_forces = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]])
+    forces = reference_forces + np.array([[0.1, 0.0, 0.0], [0.0, -0.3, 0.0]])
+    add_reference_errors(comparison, 2, {"total_energy": -100.2}, forces, reference_forces)
+    e = comparison.errors
+    assert e["total_vs_qe_meV_per_atom"] == pytest.approx(100.0)  # (-100.0 + 100.2) eV / 2 atoms
+    assert e["dft_ldos_vs_qe_meV_per_atom"] == pytest.approx(-150.0)
+    assert e["forces_rmse"] == pytest.approx(np.sqrt((0.1**2 + 0.3**2) / 6))
+    assert e["forces_max_error"] == pytest.approx(0.3)
+    assert e["forces_reference_rms"] == pytest.approx(np.sqrt(7.25 / 6))
+    assert 0.9 < e["forces_correlation"] < 1.0
+    bare = compare_ldos(ldos, ldos, system, layout, Comm())
+    add_reference_errors(bare, 2, {})  # no QE numbers, no forces: nothing added
+    assert not any(k.startswith(("total_vs", "dft_ldos_vs", "forces")) for k in bare.errors)
+
+
 @pytest.fixture(scope="module")
 def al32_snapshot(tmp_path_factory, al32_dir):
     """The shared Al32 LDOS converted with the shipped model's descriptors (twojmax 10): ~20 s on 2 ranks."""
@@ -74,11 +94,11 @@ def al32_snapshot(tmp_path_factory, al32_dir):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_evaluate_shipped_model_on_al32(al32_snapshot):
+def test_evaluate_shipped_model_on_al32(al32_snapshot, al32_dir):
     workdir, snapshot = al32_snapshot
     evaluate = {
         "task": "evaluate", "snapshots": [str(snapshot)], "model": {"file": str(SHIPPED_MODEL)},
-        "report_file": str(workdir / "report.md"), "pseudopotentials": {"Al": UPF},
+        "report_file": str(workdir / "report.md"), "pseudopotentials": {"Al": UPF}, "forces": True,
     }
     postprocess = {"task": "postprocess", "snapshot_file": str(snapshot), "output": {"file": str(workdir / "post.h5")},
                    "pseudopotentials": {"Al": UPF}}
@@ -105,6 +125,18 @@ def test_evaluate_shipped_model_on_al32(al32_snapshot):
     assert snap["ml"]["electrons"] == pytest.approx(96.0, rel=1e-9)
     assert report["mean_absolute_errors"]["band_meV_per_atom"] == pytest.approx(abs(e["band_meV_per_atom"]))
     assert snap["reference"]["total_energy"] == pytest.approx(-133.72964419 * 13.605693123, abs=1e-6)
+    # Against QE: the DFT LDOS's total energy is 2.35 meV/atom below pw.x's (the LDOS broadening);
+    # the forces of the model are compared with pw.x's, which convert stored in the snapshot.
+    assert e["total_vs_qe_meV_per_atom"] == pytest.approx(
+        1000 * (snap["ml"]["total"] - snap["reference"]["total_energy"]) / 32, rel=1e-9)
+    assert -3.0 < e["dft_ldos_vs_qe_meV_per_atom"] < -1.5
+    qe_forces = read_pw_output(al32_dir / "scf.out", structure=False).forces
+    np.testing.assert_allclose(snap["forces_reference"], qe_forces, rtol=0, atol=1e-12)
+    assert e["forces_reference_rms"] == pytest.approx(np.sqrt(np.mean(qe_forces**2)), rel=1e-12)
+    ml_forces = np.asarray(snap["forces_ml"])
+    assert ml_forces.shape == (32, 3) and np.all(np.isfinite(ml_forces))
+    assert e["forces_rmse"] == pytest.approx(np.sqrt(np.mean((ml_forces - qe_forces) ** 2)), rel=1e-9)
+    assert -1.0 <= e["forces_correlation"] <= 1.0 and "forces RMSE (eV/A)" in (workdir / "report.md").read_text()
 
     text = (workdir / "report.md").read_text()
     assert "| al32.h5 |" in text and "band (meV/atom)" in text and "total energy / atom" in text

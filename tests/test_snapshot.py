@@ -60,6 +60,22 @@ def test_round_trip(written):
         assert snap.read_ldos().dtype == np.float32
 
 
+def test_reference_forces_round_trip_and_are_optional(tmp_path):
+    data = make_data()
+    forces = np.random.default_rng(1).normal(size=(4, 3))
+    write_snapshot(tmp_path / "with.h5", **data, reference_forces=forces)
+    write_snapshot(tmp_path / "without.h5", **data)
+    with open_snapshot(tmp_path / "with.h5") as snap:
+        np.testing.assert_array_equal(snap.reference_forces, forces)
+        assert snap.reference == data["reference"]  # the forces are not among the scalar numbers
+    with h5py.File(tmp_path / "with.h5") as f:
+        assert f["reference/forces"].attrs["units"] == "eV/Angstrom"
+    with open_snapshot(tmp_path / "without.h5") as snap:
+        assert snap.reference_forces is None
+    with pytest.raises(ValueError, match="reference_forces shape"):
+        write_snapshot(tmp_path / "bad.h5", **data, reference_forces=forces[:3])
+
+
 def test_every_dataset_has_units_and_the_file_its_format(written):
     path, _, _ = written
     with h5py.File(path, "r") as f:

@@ -13,6 +13,7 @@ File layout (format ``mldft_app.snapshot``, version 1; every dataset has a ``uni
     /structure/positions    (n_atoms, 3) float64, "Angstrom", Cartesian
     /structure/numbers      (n_atoms,) int64, "dimensionless" (atomic numbers)
     /reference/<name>       scalar float64, "eV" (reference numbers, e.g. Quantum ESPRESSO energies)
+    /reference/forces       (n_atoms, 3) float64, "eV/Angstrom" (optional: the reference calculation's forces)
 
 The grid datasets are stored uncompressed in chunks of about 1 MiB that are near-cubic in (x, y, z)
 and hold whole feature vectors, so a brick, a few z-planes or a scattered set of points is read
@@ -72,6 +73,7 @@ def write_snapshot(
     descriptor_params,
     source,
     reference=None,
+    reference_forces=None,
 ):
     """Write one training snapshot (serially; the file is replaced if it exists).
 
@@ -100,6 +102,8 @@ def write_snapshot(
         Where the data came from (free text, e.g. the QE run directory).
     reference : dict of str to float, optional
         Reference numbers in eV (e.g. total or band energy from QE).
+    reference_forces : ndarray, shape (n_atoms, 3), optional
+        Forces of the reference calculation in eV/Å (e.g. pw.x's, same atom order).
     """
     descriptors = np.asarray(descriptors)
     if descriptors.dtype not in (np.float32, np.float64):
@@ -109,6 +113,8 @@ def write_snapshot(
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
     _check_arrays(descriptors.shape, ldos.shape, energies, np.shape(cell), positions.shape, numbers.shape)
+    if reference_forces is not None and np.shape(reference_forces) != positions.shape:
+        raise ValueError(f"reference_forces shape {np.shape(reference_forces)} != positions shape {positions.shape}")
     with h5py.File(path, "w") as f:
         f.attrs.update(
             format=FORMAT,
@@ -129,6 +135,8 @@ def write_snapshot(
         group = f.create_group("reference")
         for name, value in (reference or {}).items():
             _dataset(group, name, float(value), "eV")
+        if reference_forces is not None:
+            _dataset(group, "forces", np.asarray(reference_forces, dtype=np.float64), "eV/Angstrom")
 
 
 def _grid_dataset(f, name, data, units):
@@ -192,6 +200,7 @@ class Snapshot:
     descriptor_params : dict
     source : str
     reference : dict of str to float, eV
+    reference_forces : ndarray, shape (n_atoms, 3), eV/Å, or None
     chunk_shape : tuple of 3 int
         Spatial chunk shape of the descriptors dataset (read whole chunks for speed).
     """
@@ -241,7 +250,11 @@ class Snapshot:
         self.n_electrons = float(f["n_electrons"][()])
         self.descriptor_params = json.loads(self._descriptors.attrs["params"])
         self.source = str(f.attrs["source"])
-        self.reference = {name: float(ds[()]) for name, ds in f["reference"].items()}
+        self.reference = {name: float(ds[()]) for name, ds in f["reference"].items() if ds.ndim == 0}
+        forces = f["reference"].get("forces")
+        self.reference_forces = None if forces is None or forces.ndim != 2 else forces[()]
+        if self.reference_forces is not None and self.reference_forces.shape != self.positions.shape:
+            raise ValueError(f"reference/forces has shape {self.reference_forces.shape}, positions {self.positions.shape}")
         self.grid_shape = tuple(int(n) for n in self._descriptors.shape[:3])
         self.chunk_shape = tuple(self._descriptors.chunks[:3]) if self._descriptors.chunks else self.grid_shape
 

@@ -8,7 +8,12 @@ energy, -TS and, with pseudopotentials, the total energy. Errors are ML minus DF
 - LDOS: RMS over all points and energies, states/(eV Angstrom^3), and relative to the DFT LDOS's RMS;
 - DOS: RMS over energies (states/eV) and relative L1, sum |D_ML - D_DFT| / sum |D_DFT|;
 - density: relative L1 over the grid, sum |n_ML - n_DFT| / sum n_DFT, and RMS (electrons/Angstrom^3);
-- Fermi level in meV; band energy, -TS and total energy in meV/atom.
+- Fermi level in meV; band energy, -TS and total energy in meV/atom;
+- with the snapshot's QE energies: total energy of the ML LDOS and of the DFT LDOS minus QE's printed
+  total energy (meV/atom); the latter is what the LDOS representation itself costs (broadening, grid);
+- with ``forces: true``: ML forces (torch descriptors, autograd through the whole energy) minus the
+  snapshot's reference forces (pw.x's), RMS and largest component error, the reference's RMS and the
+  correlation of the components, eV/Angstrom.
 
 Rank 0 writes a Markdown report (also printed), a JSON file with every number (same stem) and a PNG
 plot (DOS of ML vs DFT, energy parity).
@@ -24,6 +29,7 @@ from ase import Atoms
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
+from ..forces import energy_and_forces
 from ..io.output import check_output_path
 from ..io.snapshot import open_snapshot
 from ..model.inference import predict_ldos, select_device
@@ -47,7 +53,9 @@ class Comparison:
     ----------
     errors : dict of str to float
         ldos_rmse (states/(eV A^3)), ldos_rel_rmse, dos_rmse (states/eV), dos_rel_l1, density_rel_l1,
-        density_rmse (electrons/A^3), fermi_meV, and <term>_meV_per_atom for the energy terms present.
+        density_rmse (electrons/A^3), fermi_meV, <term>_meV_per_atom for the energy terms present, and
+        (see :func:`add_reference_errors`) total_vs_qe_meV_per_atom, dft_ldos_vs_qe_meV_per_atom and
+        forces_* (eV/A).
     ml, dft : dict of str to float
         The analysis energies of each LDOS, eV (keys as in analyse_ldos), plus ``electrons``.
     dos_ml, dos_dft : ndarray (n_e,), states/eV
@@ -107,6 +115,8 @@ def preflight(cfg):
         check_output_path(path, cfg.overwrite)
     if len(set(report_paths(cfg))) != 3:
         raise UserInputError("plot_file must differ from report_file and its .json")
+    if cfg.forces and not cfg.pseudopotentials:
+        raise UserInputError("forces: true needs pseudopotentials (the forces are those of the total energy)")
     model = load_model(cfg.model.file)
     for path in cfg.snapshots:
         snapshot_setup(cfg, path, model)
@@ -114,7 +124,7 @@ def preflight(cfg):
 
 
 def snapshot_setup(cfg, path, model):
-    """(ElectronicSystem, grid shape, QE reference energies) of one snapshot, checked against the model."""
+    """(ElectronicSystem, grid shape, QE reference energies, reference forces) of one snapshot, checked."""
     with open_snapshot(path) as snap:
         stored = cfg.descriptors == "snapshot"
         try:
@@ -129,7 +139,10 @@ def snapshot_setup(cfg, path, model):
                                   temperature=float(temperature), n_electrons=snap.n_electrons,
                                   ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
         check_electrons_match_ions(system)
-        return system, snap.grid_shape, dict(snap.reference)
+        if cfg.forces and snap.reference_forces is None:
+            raise UserInputError(f"forces: true, but snapshot {path} holds no reference forces (convert it with a "
+                                 "qe_output that prints forces: tprnfor=.true.)")
+        return system, snap.grid_shape, dict(snap.reference), snap.reference_forces
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -145,7 +158,7 @@ def run_evaluate(cfg, comm):
         device = select_device(cfg.model.device, comm)
     results = []
     for path in cfg.snapshots:
-        system, grid_shape, reference = checked_on_root(comm, snapshot_setup, cfg, path, model)
+        system, grid_shape, reference, reference_forces = checked_on_root(comm, snapshot_setup, cfg, path, model)
         layout = GridLayout.create(grid_shape, comm.size, comm.rank)
         with timer.stage("read snapshots"):
             with open_snapshot(path) as snap:
@@ -162,9 +175,15 @@ def run_evaluate(cfg, comm):
         with timer.stage("analysis"):
             comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, comm)
         del ldos_ml, ldos_dft
+        forces = None
+        if cfg.forces:
+            with timer.stage("forces"):
+                _, forces = energy_and_forces(system.atoms, model, grid_shape, system.ionic, system.temperature,
+                                              system.n_electrons, comm, device=device)
+        add_reference_errors(comparison, len(system.atoms), reference, forces, reference_forces)
         results.append(dict(file=str(path), n_atoms=len(system.atoms), temperature=system.temperature,
                             grid=list(grid_shape), energies=system.energies, reference=reference,
-                            comparison=comparison))
+                            comparison=comparison, forces=forces, reference_forces=reference_forces))
         log.info("%s: %s", path, ", ".join(f"{k} {v:.4g}" for k, v in comparison.errors.items()))
     names, seconds, memory = timer.gather(comm)
     if comm.is_root:
@@ -180,6 +199,27 @@ def run_evaluate(cfg, comm):
     return [r["comparison"] for r in results]
 
 
+def add_reference_errors(comparison, n_atoms, reference, forces=None, reference_forces=None):
+    """Add the errors against the reference calculation (QE) to ``comparison.errors``, in place.
+
+    total_vs_qe_meV_per_atom and dft_ldos_vs_qe_meV_per_atom: total energy of the ML LDOS and of the
+    DFT LDOS minus ``reference["total_energy"]`` (eV), per atom in meV. With ``forces`` and
+    ``reference_forces`` ((n_atoms, 3), eV/Angstrom): forces_rmse (RMS of the component errors),
+    forces_max_error, forces_reference_rms and forces_correlation (Pearson, over all components).
+    """
+    errors = comparison.errors
+    qe_total = reference.get("total_energy")
+    if qe_total is not None and "total" in comparison.ml:
+        errors["total_vs_qe_meV_per_atom"] = 1000.0 * (comparison.ml["total"] - qe_total) / n_atoms
+        errors["dft_ldos_vs_qe_meV_per_atom"] = 1000.0 * (comparison.dft["total"] - qe_total) / n_atoms
+    if forces is not None and reference_forces is not None:
+        diff = np.asarray(forces) - np.asarray(reference_forces)
+        errors["forces_rmse"] = float(np.sqrt(np.mean(diff**2)))
+        errors["forces_max_error"] = float(np.abs(diff).max())
+        errors["forces_reference_rms"] = float(np.sqrt(np.mean(np.asarray(reference_forces) ** 2)))
+        errors["forces_correlation"] = float(np.corrcoef(np.ravel(forces), np.ravel(reference_forces))[0, 1])
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report (rank 0)
 
@@ -192,6 +232,12 @@ ERROR_COLUMNS = (
     ("band_meV_per_atom", "band (meV/atom)", 1.0, "{:+.2f}"),
     ("minus_ts_meV_per_atom", "-TS (meV/atom)", 1.0, "{:+.3f}"),
     ("total_meV_per_atom", "total (meV/atom)", 1.0, "{:+.2f}"),
+    ("total_vs_qe_meV_per_atom", "total vs QE (meV/atom)", 1.0, "{:+.2f}"),
+    ("dft_ldos_vs_qe_meV_per_atom", "DFT LDOS vs QE (meV/atom)", 1.0, "{:+.2f}"),
+    ("forces_rmse", "forces RMSE (eV/A)", 1.0, "{:.3f}"),
+    ("forces_max_error", "forces max err. (eV/A)", 1.0, "{:.3f}"),
+    ("forces_reference_rms", "QE forces RMS (eV/A)", 1.0, "{:.3f}"),
+    ("forces_correlation", "forces corr.", 1.0, "{:.3f}"),
 )
 
 
@@ -205,7 +251,8 @@ def markdown_report(cfg, results):
     lines = [
         "# mldft_app evaluate", "",
         f"model: `{cfg.model.file}`  ",
-        f"descriptors: {cfg.descriptors}; errors are ML minus DFT (the snapshot's own LDOS, same analysis)", "",
+        f"descriptors: {cfg.descriptors}; errors are ML minus DFT (the snapshot's own LDOS, same analysis); "
+        "'vs QE' columns: total energy minus pw.x's printed total energy", "",
         "## Errors", "",
         _row(["snapshot", "T (K)", "LDOS RMSE (states/(eV A^3))"] + [c[1] for c in columns]),
         _row(["---"] * (3 + len(columns))),
@@ -248,13 +295,15 @@ def json_report(cfg, results):
         "descriptors": cfg.descriptors,
         "units": {"ldos_rmse": "states/(eV Angstrom^3)", "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
                   "fermi_meV": "meV", "*_meV_per_atom": "meV/atom", "relative": "fraction", "ml/dft": "eV",
-                  "energies": "eV", "dos": "states/eV"},
+                  "energies": "eV", "dos": "states/eV", "forces": "eV/Angstrom"},
         "mean_absolute_errors": mean_absolute_errors(results),
         "snapshots": [
             {"file": r["file"], "n_atoms": r["n_atoms"], "temperature": r["temperature"], "grid": r["grid"],
              "errors": r["comparison"].errors, "ml": r["comparison"].ml, "dft": r["comparison"].dft,
              "reference": r["reference"], "energies": np.asarray(r["energies"]).tolist(),
-             "dos_ml": r["comparison"].dos_ml.tolist(), "dos_dft": r["comparison"].dos_dft.tolist()}
+             "dos_ml": r["comparison"].dos_ml.tolist(), "dos_dft": r["comparison"].dos_dft.tolist(),
+             "forces_ml": None if r["forces"] is None else np.asarray(r["forces"]).tolist(),
+             "forces_reference": None if r["reference_forces"] is None else np.asarray(r["reference_forces"]).tolist()}
             for r in results
         ],
     }
