@@ -134,6 +134,7 @@ class TrainingConfig:
     block_points: int = option(4096, doc="most grid points of one spatial block (blocks follow the snapshots' HDF5 chunks)", minimum=1)
     checkpoint_file: typing.Optional[str] = option(None, doc="checkpoint written after every epoch; null = <model_file>.checkpoint.h5 (removed once the model is written)", path=True)
     restart: str = option("auto", doc="auto = resume from the checkpoint if it exists (refused if written for other inputs; only max_epochs may differ); never = start afresh, overwriting it", choices=("auto", "never"))
+    refit_output_bias: bool = option(True, doc="after training, set the output layer's bias to its least-squares value on the training points (removes the common-mode LDOS error of the last optimiser steps, which the energy integrals see in full)")
 
 
 @dataclass(frozen=True)

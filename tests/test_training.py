@@ -99,7 +99,7 @@ def test_metadata_from_the_snapshots(trained, files, tmp_path):
 
 def test_early_stopping_keeps_the_best_weights(files):
     # With a huge min_delta no epoch after the first counts as an improvement.
-    model = train_model(files, [], max_epochs=50, patience=2, seed=1, min_delta=1e9, **FAST)
+    model = train_model(files, [], max_epochs=50, patience=2, seed=1, min_delta=1e9, refit_output_bias=False, **FAST)
     info = model.training
     assert info["stopped_early"] and info["epochs_run"] == 3 and info["best_epoch"] == 1
     history = info["history"]["validation_loss"]
@@ -107,6 +107,25 @@ def test_early_stopping_keeps_the_best_weights(files):
     regions = [Region(Path(p), z0, z1) for p, z0, z1 in info["validation_regions"]]
     validation = ValidationPoints(blocks_of(regions), model.input_scaler, model.output_scaler, torch.device("cpu"), Comm())
     assert validation.mean_loss(model.network, 4096) == pytest.approx(history[0], rel=1e-6)
+
+
+def test_output_bias_refit_makes_the_mean_training_prediction_exact(files):
+    refitted = train_model(files, [], max_epochs=2, patience=5, seed=0, **FAST)
+    plain = train_model(files, [], max_epochs=2, patience=5, seed=0, refit_output_bias=False, **FAST)
+    a, b = refitted.network.state_dict(), plain.network.state_dict()
+    last_bias = [k for k in a if k.endswith("bias")][-1]
+    assert all(torch.equal(a[k], b[k]) for k in a if k != last_bias) and not torch.equal(a[last_bias], b[last_bias])
+    regions = [Region(Path(p), z0, z1) for p, z0, z1 in refitted.training["train_regions"]]
+    points = InMemoryPoints(blocks_of(regions), refitted.input_scaler, refitted.output_scaler, torch.device("cpu"))
+
+    def mean_residual(model):
+        with torch.no_grad():
+            return torch.mean((model.network(points.x) - points.y).double(), dim=0).numpy()
+
+    assert np.abs(mean_residual(plain)).max() > 1e-3  # two epochs leave a common-mode error
+    assert np.abs(mean_residual(refitted)).max() < 1e-6  # removed exactly (up to float32 rounding)
+    np.testing.assert_allclose(refitted.training["output_bias_shift_rms"], np.sqrt(np.mean(mean_residual(plain) ** 2)), rtol=1e-5)
+    assert refitted.training["validation_loss_after_refit"] > 0 and "output_bias_shift_rms" not in plain.training
 
 
 def test_same_seed_gives_bitwise_identical_weights(files):

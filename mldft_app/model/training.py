@@ -6,7 +6,11 @@ is split into training and validation *regions* (z-ranges) cut into chunk-aligne
 by an in-memory or a lazy loader. Loss: MSE on scaled LDOS (see :mod:`.scaling`). Optimiser: Adam,
 with the learning rate halved by ReduceLROnPlateau after ``max(1, patience // 2)`` epochs without
 improvement; early stopping after ``patience`` such epochs, keeping the weights of the best
-validation epoch.
+validation epoch. Then (``refit_output_bias``) the output layer's bias is set to its exact
+least-squares value on the training points: the last mini-batch steps leave a common-mode error in
+the predicted LDOS that moves the band energy by tens of meV/atom from one epoch to the next (Al32
+at 298 K, lr 1e-3: -44 ... +14 meV/atom on a training snapshot over 9 epochs, -3 ... +2 after the
+refit), and the energies integrate exactly that common mode.
 
 Parallelism: every rank holds the whole model; each global mini-batch (the same sequence for any
 number of ranks) is split into contiguous parts, each rank computes the gradient of its part's share
@@ -70,6 +74,7 @@ def train_model(
     block_points=BLOCK_POINTS,
     checkpoint=None,
     restart="auto",
+    refit_output_bias=True,
 ):
     """Train a network on snapshot files and return it with its scalers and metadata (on every rank).
 
@@ -115,6 +120,9 @@ def train_model(
     restart : {"auto", "never"}
         auto: resume from ``checkpoint`` if it exists (refused if written for other inputs); never:
         start afresh and overwrite it.
+    refit_output_bias : bool
+        After training, set the output bias to its least-squares value on the training points
+        (:func:`refit_output_bias`).
 
     Returns
     -------
@@ -140,6 +148,7 @@ def train_model(
             hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
             batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
             validation_fraction=float(validation_fraction), min_delta=float(min_delta),
+            refit_output_bias=bool(refit_output_bias),
         )
         loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
         hashes = _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler)
@@ -161,6 +170,12 @@ def train_model(
                     network, train_data, validation_data, hyper, comm=comm, group=group, progress=progress,
                     checkpoint=checkpoint, hashes=hashes, resume=resume,
                 )
+            if refit_output_bias:
+                shift = _refit_output_bias(network, train_data, max(batch_size, 8192), comm)
+                result["output_bias_shift_rms"] = float(np.sqrt(np.mean(shift**2)))
+                result["validation_loss_after_refit"] = validation_data.mean_loss(network, max(batch_size, 8192))
+                log.info("output bias refitted (shift rms %.3e scaled units); validation loss %.4e",
+                         result["output_bias_shift_rms"], result["validation_loss_after_refit"])
         finally:
             train_data.close()
             validation_data.close()
@@ -228,7 +243,7 @@ def _loading_mode(data_loading, memory_budget_mb, train_blocks, validation_block
 
 def _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler):
     """Hashes of what determines the training trajectory (max_epochs is left out: it may be raised)."""
-    items = {f"hyperparameters.{k}": v for k, v in hyper.items() if k != "max_epochs"}
+    items = {f"hyperparameters.{k}": v for k, v in hyper.items() if k not in ("max_epochs", "refit_output_bias")}
     items |= {
         "data loading": loading,
         "training regions": [r.describe() for r in train_regions],
@@ -385,6 +400,27 @@ def fit_network(network, train_data, validation_data, hyper, *, comm, group=None
         "resumed_after_epoch": resumed_after,
         "history": state["history"],
     }
+
+
+def _refit_output_bias(network, train_data, batch_size, comm):
+    """Set the output layer's bias to its least-squares value on the training points; returns the shift.
+
+    With every other weight fixed the scaled MSE is a quadratic in the output bias b, minimised by
+    b - mean(residual): the residual (prediction - target, scaled units) is summed per energy over
+    this rank's points in float64, summed over ranks in rank order, and divided by the number of
+    training points. Afterwards the mean predicted LDOS over the training points equals the mean
+    DFT LDOS at every energy (up to float32 rounding). Collective; returns ndarray (n_outputs,).
+    """
+    network.eval()
+    last = network.layers[-1]
+    total = torch.zeros(network.n_outputs, dtype=torch.float64, device=last.bias.device)
+    with torch.no_grad():
+        for x, y in train_data.batches(batch_size, 0, 0, comm):
+            if x.shape[0]:
+                total += torch.sum(network(x) - y, dim=0, dtype=torch.float64)
+        shift = np.sum(comm.allgather(total.cpu().numpy()), axis=0) / train_data.n_points
+        last.bias -= torch.as_tensor(shift, dtype=last.bias.dtype, device=last.bias.device)
+    return shift
 
 
 def _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group):

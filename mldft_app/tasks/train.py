@@ -61,6 +61,7 @@ def run_train(cfg, comm):
         block_points=t.block_points,
         checkpoint=checkpoint,
         restart=t.restart,
+        refit_output_bias=t.refit_output_bias,
     )
     if comm.is_root:
         save_model(cfg.model_file, model)
