@@ -76,6 +76,17 @@ def test_reference_forces_round_trip_and_are_optional(tmp_path):
         write_snapshot(tmp_path / "bad.h5", **data, reference_forces=forces[:3])
 
 
+@pytest.mark.parametrize("n", [1, 7, 11, 12, 45, 100, 200, 201])
+def test_chunks_tile_the_grid_with_little_padding(n):
+    side = int((snapshot.CHUNK_BYTES / (91 * 8)) ** (1 / 3))  # 11 for 91 float64 descriptors
+    chunk = snapshot.grid_chunks((n, n, 3), 91, 8)
+    assert chunk[3] == 91 and chunk[2] == 3 and chunk[0] == chunk[1] <= side
+    n_chunks = -(-n // chunk[0])
+    assert n_chunks == -(-n // side) and n_chunks * chunk[0] - n < n_chunks  # less than a point per chunk
+    if n == 45:
+        assert chunk[0] == 9  # 5 chunks of 9 instead of 5 of 11 (1.8x the file size in 3-D)
+
+
 def test_every_dataset_has_units_and_the_file_its_format(written):
     path, _, _ = written
     with h5py.File(path, "r") as f:
