@@ -140,6 +140,7 @@ def test_evaluate_shipped_model_on_al32(al32_snapshot, al32_dir):
 
     text = (workdir / "report.md").read_text()
     assert "| al32.h5 |" in text and "band (meV/atom)" in text and "total energy / atom" in text
+    assert "## Training data (from the model file)" in text and report["model_training"]["train_files"]
     assert f"{e['band_meV_per_atom']:+.2f}" in text and "band (meV/atom)" in proc.stdout
     png = (workdir / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

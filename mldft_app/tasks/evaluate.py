@@ -189,9 +189,9 @@ def run_evaluate(cfg, comm):
     if comm.is_root:
         with timer.stage("report"):
             report, numbers, plot = report_paths(cfg)
-            text = markdown_report(cfg, results)
+            text = markdown_report(cfg, results, model)
             report.write_text(text)
-            numbers.write_text(json.dumps(json_report(cfg, results), indent=1))
+            numbers.write_text(json.dumps(json_report(cfg, results, model), indent=1))
             write_plot(plot, results)
         print(text)
         print(f"report: {report}\nnumbers: {numbers}\nplot: {plot}")
@@ -245,7 +245,23 @@ def _row(cells):
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown_report(cfg, results):
+def training_summary(model):
+    """Markdown lines: what the model was trained on (files, points, epochs), from its own metadata."""
+    info = model.training or {}
+    if not info.get("train_files"):
+        return []
+    regions = lambda key: ", ".join(f"{Path(p).name} (z {z0}..{z1 - 1})" for p, z0, z1 in info.get(key, []))  # noqa: E731
+    lines = ["", "## Training data (from the model file)", "",
+             f"- trained on {info.get('n_train_points', '?')} points: {regions('train_regions')}",
+             f"- validated on {info.get('n_validation_points', '?')} points: {regions('validation_regions')}",
+             f"- {info.get('epochs_run', '?')} epochs, best validation epoch {info.get('best_epoch', '?')}"
+             + (", output bias refitted" if "output_bias_shift_rms" in info else "")
+             + f"; temperatures {model.temperatures} K; {model.n_energies} energies "
+             f"{model.energies[0]:.3f} .. {model.energies[-1]:.3f} eV"]
+    return lines
+
+
+def markdown_report(cfg, results, model=None):
     """The report text: errors per snapshot with mean absolute errors, then ML and DFT values."""
     columns = [c for c in ERROR_COLUMNS if any(c[0] in r["comparison"].errors for r in results)]
     lines = [
@@ -279,7 +295,8 @@ def markdown_report(cfg, results):
             lines.append(_row([Path(r["file"]).name, label, f"{comp.ml[key] * scale:.6f}",
                                f"{comp.dft[key] * scale:.6f}", qe_value]))
     lines += ["", "QE's band energy is sum f e over its own (unbroadened) bands and its Fermi level that of the "
-              "SCF smearing, so they differ from the DFT-LDOS analysis by the LDOS broadening.", ""]
+              "SCF smearing, so they differ from the DFT-LDOS analysis by the LDOS broadening."]
+    lines += (training_summary(model) if model is not None else []) + [""]
     return "\n".join(lines)
 
 
@@ -289,9 +306,11 @@ def mean_absolute_errors(results):
     return {k: float(np.mean([abs(r["comparison"].errors[k]) for r in results])) for k in keys}
 
 
-def json_report(cfg, results):
+def json_report(cfg, results, model=None):
+    training = {k: v for k, v in (model.training or {}).items() if k != "history"} if model is not None else {}
     return {
         "model": str(cfg.model.file),
+        "model_training": training,
         "descriptors": cfg.descriptors,
         "units": {"ldos_rmse": "states/(eV Angstrom^3)", "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
                   "fermi_meV": "meV", "*_meV_per_atom": "meV/atom", "relative": "fraction", "ml/dft": "eV",
