@@ -119,9 +119,11 @@ def test_evaluate_shipped_model_on_al32(al32_snapshot, al32_dir):
     assert e["fermi_meV"] == pytest.approx(1000 * (snap["ml"]["fermi"] - snap["dft"]["fermi"]), rel=1e-9)
     for term in ("band", "minus_ts", "total"):
         assert e[f"{term}_meV_per_atom"] == pytest.approx(1000 * (snap["ml"][term] - snap["dft"][term]) / 32, rel=1e-9)
-    # The shipped model was trained on this configuration: small but nonzero errors.
-    assert 0 < e["ldos_rel_rmse"] < 0.1 and 0 < e["density_rel_l1"] < 0.02
-    assert abs(e["band_meV_per_atom"]) < 10 and abs(e["total_meV_per_atom"]) < 10 and abs(e["fermi_meV"]) < 20
+    # The shipped model never saw this configuration (trained on datagen snapshots): its committed
+    # report (inputs/models/al_933K_evaluation.md) has LDOS 11.5 %, density 0.96 %, Fermi +13.6 meV,
+    # band -30, total -51 meV/atom here; a broken model or analysis lands far outside these bounds.
+    assert 0 < e["ldos_rel_rmse"] < 0.2 and 0 < e["density_rel_l1"] < 0.02
+    assert abs(e["band_meV_per_atom"]) < 60 and abs(e["total_meV_per_atom"]) < 100 and abs(e["fermi_meV"]) < 40
     assert snap["ml"]["electrons"] == pytest.approx(96.0, rel=1e-9)
     assert report["mean_absolute_errors"]["band_meV_per_atom"] == pytest.approx(abs(e["band_meV_per_atom"]))
     assert snap["reference"]["total_energy"] == pytest.approx(-133.72964419 * 13.605693123, abs=1e-6)
