@@ -257,7 +257,7 @@ class Snapshot:
         self.source = str(f.attrs["source"])
         self.reference = {name: float(ds[()]) for name, ds in f["reference"].items() if ds.ndim == 0}
         forces = f["reference"].get("forces")
-        self.reference_forces = None if forces is None or forces.ndim != 2 else forces[()]
+        self.reference_forces = None if forces is None else forces[()]
         if self.reference_forces is not None and self.reference_forces.shape != self.positions.shape:
             raise ValueError(f"reference/forces has shape {self.reference_forces.shape}, positions {self.positions.shape}")
         self.grid_shape = tuple(int(n) for n in self._descriptors.shape[:3])

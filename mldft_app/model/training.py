@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 LR_FACTOR = 0.5
 """Factor applied to the learning rate on a plateau."""
 
+EVAL_BATCH_MIN = 8192
+"""Smallest batch (points) for passes without gradients: validation loss and the output-bias refit."""
+
 DATA_LOADING = ("auto", "memory", "lazy")
 RESTART = ("auto", "never")
 
@@ -122,7 +125,7 @@ def train_model(
         start afresh and overwrite it.
     refit_output_bias : bool
         After training, set the output bias to its least-squares value on the training points
-        (:func:`refit_output_bias`).
+        (:func:`_refit_output_bias`).
 
     Returns
     -------
@@ -171,9 +174,10 @@ def train_model(
                     checkpoint=checkpoint, hashes=hashes, resume=resume,
                 )
             if refit_output_bias:
-                shift = _refit_output_bias(network, train_data, max(batch_size, 8192), comm)
+                eval_batch = max(batch_size, EVAL_BATCH_MIN)
+                shift = _refit_output_bias(network, train_data, eval_batch, comm)
                 result["output_bias_shift_rms"] = float(np.sqrt(np.mean(shift**2)))
-                result["validation_loss_after_refit"] = validation_data.mean_loss(network, max(batch_size, 8192))
+                result["validation_loss_after_refit"] = validation_data.mean_loss(network, eval_batch)
                 log.info("output bias refitted (shift rms %.3e scaled units); validation loss %.4e",
                          result["output_bias_shift_rms"], result["validation_loss_after_refit"])
         finally:
@@ -363,7 +367,7 @@ def fit_network(network, train_data, validation_data, hyper, *, comm, group=None
     if resume is not None:
         state = _restore(resume, network, optimizer, scheduler, device)
     resumed_after = state["epoch"]
-    eval_batch = max(hyper["batch_size"], 8192)
+    eval_batch = max(hyper["batch_size"], EVAL_BATCH_MIN)
     epochs = range(state["epoch"] + 1, hyper["max_epochs"] + 1)
     bar = tqdm(epochs, desc="training", unit="epoch", disable=not progress or not comm.is_root)
     for epoch in bar:

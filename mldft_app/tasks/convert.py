@@ -178,10 +178,9 @@ def _check_same_geometry(atoms, cell, positions, what):
 
 
 def preflight(cfg):
-    """Rank 0 checks before any heavy work: (atoms, n_electrons, LdosSource, reference, description).
-
-    ``reference`` is (energies {name: eV}, forces (n_atoms, 3) eV/Angstrom or None), from qe_output.
-    """
+    """Rank 0 checks before any heavy work: (atoms, n_electrons, LdosSource, reference, reference_forces,
+    description); the reference energies {name: eV} and forces (n_atoms, 3) eV/Angstrom come from qe_output
+    ({} and None without it)."""
     check_output_path(cfg.snapshot_file, cfg.overwrite)
     source = find_ldos(cfg)
     qe = read_pw_output(cfg.qe_output) if cfg.qe_output else None
@@ -189,15 +188,16 @@ def preflight(cfg):
     n_electrons = _electron_count(cfg, atoms, qe)
     if source.cell is not None:
         _check_same_geometry(atoms, source.cell, source.positions, f"ldos_cubes {source.paths[0]}")
-    reference = (qe.reference_energies(), qe.forces) if qe is not None else ({}, None)
-    return atoms, n_electrons, source, reference, f"{source.describe()} + {structure_file}"
+    reference = qe.reference_energies() if qe is not None else {}
+    reference_forces = qe.forces if qe is not None else None
+    return atoms, n_electrons, source, reference, reference_forces, f"{source.describe()} + {structure_file}"
 
 
 def run_convert(cfg, comm):
     """Write the snapshot described by a validated ConvertInput."""
     timer = StageTimer()
     with timer.stage("setup"):
-        atoms, n_electrons, source, reference, description = checked_on_root(comm, preflight, cfg)
+        atoms, n_electrons, source, reference, reference_forces, description = checked_on_root(comm, preflight, cfg)
         params_dict = {k: v for k, v in vars(cfg.descriptors).items() if k != "backend"}
         params = SnapParams.from_dict(params_dict)
         layout = GridLayout.create(source.grid_shape, comm.size, comm.rank)
@@ -213,11 +213,11 @@ def run_convert(cfg, comm):
                 cfg.snapshot_file, descriptors=descriptors, ldos=read_ldos(source), energies=source.energies,
                 cell=atoms.cell[:], positions=atoms.get_positions(), numbers=atoms.get_atomic_numbers(),
                 temperature=cfg.temperature, n_electrons=n_electrons, descriptor_params=params.as_dict(),
-                source=description, reference=reference[0], reference_forces=reference[1],
+                source=description, reference=reference, reference_forces=reference_forces,
             )
     names, seconds, memory = timer.gather(comm)
     if comm.is_root:
         print(f"mldft_app convert: wrote {cfg.snapshot_file} ({len(atoms)} atoms, grid {source.grid_shape}, "
               f"{source.energies.size} energies, {params.n_components} descriptors, {n_electrons:g} electrons, "
-              f"{len(reference[0])} reference numbers{' and forces' if reference[1] is not None else ''})")
+              f"{len(reference)} reference numbers{' and forces' if reference_forces is not None else ''})")
         print(format_table(names, seconds, memory))
