@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..io.snapshot import open_snapshot
+from .loss import LdosLoss
 from .scaling import InputScaler, OutputScaler, RunningMoments
 
 log = logging.getLogger(__name__)
@@ -380,8 +381,10 @@ class ValidationPoints:
         for block in self.blocks:
             yield tuple(_to_device(a, self.device) for a in self.reader.scaled(block))
 
-    def mean_loss(self, network, batch_size):
-        """Mean squared error (scaled units) over all validation points of all ranks, the same on every rank."""
+    def mean_loss(self, network, batch_size, loss=None):
+        """Mean loss per value (scaled units; ``loss`` an :class:`.loss.LdosLoss`, None: MSE) over all
+        validation points of all ranks, the same on every rank."""
+        loss = loss or LdosLoss()
         total, n_values = 0.0, 0
         was_training = network.training
         network.eval()
@@ -389,7 +392,7 @@ class ValidationPoints:
             for x, y in self._parts():
                 for start in range(0, x.shape[0], batch_size):
                     xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                    total += float(torch.sum((network(xb) - yb) ** 2, dtype=torch.float64))
+                    total += float(loss.summed(network(xb).double(), yb.double()))
                     n_values += yb.numel()
         network.train(was_training)
         parts = self.comm.allgather((total, n_values))

@@ -38,6 +38,7 @@ from ..parallel import Comm, CollectiveInputError, UserInputError, checked_on_ro
 from . import checkpoint as ckpt
 from .data import BLOCK_POINTS, InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, make_blocks
 from .distributed import allreduce_gradients, parameters_agree, process_group
+from .loss import LdosLoss, density_direction
 from .network import LdosNetwork
 from .store import ENERGY_TOLERANCE_EV, TrainedModel, param_differences
 
@@ -78,6 +79,7 @@ def train_model(
     checkpoint=None,
     restart="auto",
     refit_output_bias=True,
+    density_loss_weight=0.0,
 ):
     """Train a network on snapshot files and return it with its scalers and metadata (on every rank).
 
@@ -126,6 +128,8 @@ def train_model(
     refit_output_bias : bool
         After training, set the output bias to its least-squares value on the training points
         (:func:`_refit_output_bias`).
+    density_loss_weight : float
+        Weight of the density term of the loss (:mod:`.loss`); 0: MSE on the scaled LDOS alone.
 
     Returns
     -------
@@ -151,8 +155,9 @@ def train_model(
             hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
             batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
             validation_fraction=float(validation_fraction), min_delta=float(min_delta),
-            refit_output_bias=bool(refit_output_bias),
+            refit_output_bias=bool(refit_output_bias), density_loss_weight=float(density_loss_weight),
         )
+        loss, loss_info = _make_loss(hyper["density_loss_weight"], setup, train_regions, output_scaler)
         loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
         hashes = _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler)
         resume = _resume_state(checkpoint, restart, hashes, comm)
@@ -171,13 +176,13 @@ def train_model(
             with process_group(comm, device) as group:
                 result = fit_network(
                     network, train_data, validation_data, hyper, comm=comm, group=group, progress=progress,
-                    checkpoint=checkpoint, hashes=hashes, resume=resume,
+                    checkpoint=checkpoint, hashes=hashes, resume=resume, loss=loss,
                 )
             if refit_output_bias:
                 eval_batch = max(batch_size, EVAL_BATCH_MIN)
                 shift = _refit_output_bias(network, train_data, eval_batch, comm)
                 result["output_bias_shift_rms"] = float(np.sqrt(np.mean(shift**2)))
-                result["validation_loss_after_refit"] = validation_data.mean_loss(network, eval_batch)
+                result["validation_loss_after_refit"] = validation_data.mean_loss(network, eval_batch, loss)
                 log.info("output bias refitted (shift rms %.3e scaled units); validation loss %.4e",
                          result["output_bias_shift_rms"], result["validation_loss_after_refit"])
         finally:
@@ -190,7 +195,7 @@ def train_model(
         "validation_regions": [r.describe() for r in validation_regions],
         "n_train_points": train_data.n_points,
         "n_validation_points": validation_data.n_points,
-        "hyperparameters": hyper | {"optimizer": "Adam", "lr_factor": LR_FACTOR, "loss": "MSE on scaled LDOS"},
+        "hyperparameters": hyper | {"optimizer": "Adam", "lr_factor": LR_FACTOR, "loss": loss_info},
         "data_loading": loading,
         "ranks": comm.size,
         "device": str(device),
@@ -206,6 +211,28 @@ def train_model(
         valence_electrons=valence_electrons,
         training=training,
     )
+
+
+def _make_loss(weight, setup, train_regions, output_scaler):
+    """The LdosLoss of ``weight`` and its description for the model's provenance.
+
+    The density term's Fermi level is that of the mean training LDOS (the output scaler's mean) at the
+    mean valence density of the training points (each region weighted by its points) and the mean
+    training temperature.
+    """
+    if weight <= 0.0:
+        return LdosLoss(), "MSE on scaled LDOS"
+    points = np.array([setup["grid_shapes"][r.path][0] * setup["grid_shapes"][r.path][1] * (r.z_stop - r.z_start)
+                       for r in train_regions], dtype=np.float64)
+    densities = np.array([setup["valence_densities"][r.path] for r in train_regions])
+    temperature = float(np.mean(setup["temperatures"]))
+    direction, mu = density_direction(setup["energies"], output_scaler.moments.mean,
+                                      float(np.dot(points, densities) / points.sum()), temperature)
+    log.info("loss: scaled LDOS MSE + %g x density term (Fermi level of the training set %.4f eV at %.1f K)",
+             weight, mu, temperature)
+    info = {"kind": "MSE on scaled LDOS + density term", "density_weight": weight,
+            "density_fermi_level_eV": mu, "density_temperature_K": temperature}
+    return LdosLoss(weight, direction), info
 
 
 def _check_options(batch_size, max_epochs, patience, validation_fraction, data_loading, restart):
@@ -277,11 +304,12 @@ def survey_snapshots(train_files, validation_files):
 
     Returns a dict: descriptor_params, energies (n_e,) eV, n_descriptors, grid_shapes and
     chunk_shapes (path -> (nx, ny, nz)), temperatures (sorted distinct training temperatures, K),
-    compositions (list of (path, numbers, n_electrons) of the training snapshots).
+    compositions (list of (path, numbers, n_electrons) of the training snapshots), valence_densities
+    (training path -> electrons/Angstrom^3).
     """
     if not train_files:
         raise UserInputError("no training snapshot files given")
-    setup = {"grid_shapes": {}, "chunk_shapes": {}, "compositions": []}
+    setup = {"grid_shapes": {}, "chunk_shapes": {}, "compositions": [], "valence_densities": {}}
     temperatures = set()
     for path in list(train_files) + list(validation_files):
         with open_snapshot(path) as snap:
@@ -298,6 +326,7 @@ def survey_snapshots(train_files, validation_files):
             if path in train_files:
                 temperatures.add(snap.temperature)
                 setup["compositions"].append((path, snap.numbers.copy(), snap.n_electrons))
+                setup["valence_densities"][path] = snap.n_electrons / abs(np.linalg.det(snap.cell))
     setup["temperatures"] = sorted(temperatures)
     return setup
 
@@ -348,10 +377,11 @@ def _new_state():
 
 
 def fit_network(network, train_data, validation_data, hyper, *, comm, group=None, progress=False,
-                checkpoint=None, hashes=None, resume=None):
+                checkpoint=None, hashes=None, resume=None, loss=None):
     """The optimisation loop; leaves the best-validation weights in ``network``.
 
-    ``resume`` is a checkpointed state (see :func:`_checkpoint_state`) to continue from.
+    ``resume`` is a checkpointed state (see :func:`_checkpoint_state`) to continue from; ``loss`` an
+    :class:`.loss.LdosLoss` (None: plain MSE on the scaled LDOS).
 
     Returns a dict: epochs_run, best_epoch (1-based), best_validation_loss, stopped_early,
     resumed_after_epoch, history (per epoch: train_loss, validation_loss, learning_rate, seconds,
@@ -363,6 +393,7 @@ def fit_network(network, train_data, validation_data, hyper, *, comm, group=None
         threshold=hyper["min_delta"], threshold_mode="abs",
     )
     device = next(network.parameters()).device
+    loss = loss or LdosLoss()
     state = _new_state()
     if resume is not None:
         state = _restore(resume, network, optimizer, scheduler, device)
@@ -374,9 +405,9 @@ def fit_network(network, train_data, validation_data, hyper, *, comm, group=None
         if state["finished"]:
             break
         started = time.perf_counter()
-        train_loss = _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group)
+        train_loss = _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group, loss)
         seconds = time.perf_counter() - started
-        validation_loss = validation_data.mean_loss(network, eval_batch)
+        validation_loss = validation_data.mean_loss(network, eval_batch, loss)
         if not np.isfinite(validation_loss):
             raise CollectiveInputError(f"training diverged (validation loss {validation_loss} in epoch {epoch}); "
                                        "lower the learning rate")
@@ -427,15 +458,15 @@ def _refit_output_bias(network, train_data, batch_size, comm):
     return shift
 
 
-def _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group):
-    """One pass over the training points; returns the mean scaled MSE over the epoch (all ranks)."""
+def _train_epoch(network, optimizer, train_data, hyper, epoch, comm, group, loss):
+    """One pass over the training points; returns the mean loss per value over the epoch (all ranks)."""
     network.train()
     batch_size, n_points = hyper["batch_size"], train_data.n_points
     total = torch.zeros((), dtype=torch.float64, device=next(network.parameters()).device)
     for k, (x, y) in enumerate(train_data.batches(batch_size, hyper["seed"], epoch, comm)):
         n_values = min(batch_size, n_points - k * batch_size) * y.shape[1]
         optimizer.zero_grad(set_to_none=True)
-        squared = torch.sum((network(x) - y) ** 2)
+        squared = loss.summed(network(x), y)
         (squared / n_values).backward()
         allreduce_gradients(network.parameters(), group)
         optimizer.step()

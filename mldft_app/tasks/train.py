@@ -62,6 +62,7 @@ def run_train(cfg, comm):
         checkpoint=checkpoint,
         restart=t.restart,
         refit_output_bias=t.refit_output_bias,
+        density_loss_weight=t.density_loss_weight,
     )
     if comm.is_root:
         save_model(cfg.model_file, model)
