@@ -136,3 +136,18 @@ def test_forces_in_the_output_agree_on_one_and_two_ranks(tmp_path):
             out[n] = h5["forces"][()]
     assert np.abs(out[1]).max() > 0
     np.testing.assert_allclose(out[2], out[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.mpi
+def test_float32_torch_descriptors_keep_the_energies_within_0p1_mev_per_atom(runs, tmp_path):
+    path = write_input(tmp_path, "f32", descriptors={"backend": "torch_float32"},
+                       output={"file": str(tmp_path / "f32.h5"), "write_ldos": False})
+    proc = app_mpi(2, path, timeout=600)
+    assert "float32" in proc.stdout + proc.stderr  # the torch backend's log line names its precision
+    with h5py.File(runs[2][0]) as ref, h5py.File(tmp_path / "f32.h5") as f32:
+        n_atoms = ref["structure/numbers"].size
+        for name in ("band", "minus_ts", "total"):
+            difference = abs(f32[f"energies/{name}"][()] - ref[f"energies/{name}"][()]) / n_atoms
+            assert difference < 1e-4, f"{name}: {1e3 * difference:.4f} meV/atom"
+        assert abs(f32["energies/fermi"][()] - ref["energies/fermi"][()]) < 1e-4
+        assert not np.array_equal(f32["density"][()], ref["density"][()])  # really another computation
