@@ -250,12 +250,14 @@ def training_summary(model):
     info = model.training or {}
     if not info.get("train_files"):
         return []
+    loss = info.get("hyperparameters", {}).get("loss")
     regions = lambda key: ", ".join(f"{Path(p).name} (z {z0}..{z1 - 1})" for p, z0, z1 in info.get(key, []))  # noqa: E731
     lines = ["", "## Training data (from the model file)", "",
              f"- trained on {info.get('n_train_points', '?')} points: {regions('train_regions')}",
              f"- validated on {info.get('n_validation_points', '?')} points: {regions('validation_regions')}",
              f"- {info.get('epochs_run', '?')} epochs, best validation epoch {info.get('best_epoch', '?')}"
              + (", output bias refitted" if "output_bias_shift_rms" in info else "")
+             + (f", density loss weight {loss['density_weight']:g}" if isinstance(loss, dict) else "")
              + f"; temperatures {model.temperatures} K; {model.n_energies} energies "
              f"{model.energies[0]:.3f} .. {model.energies[-1]:.3f} eV"]
     return lines
