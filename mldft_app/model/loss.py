@@ -14,6 +14,8 @@ Fermi level and temperature, so ``u . r`` is the point's density error in units 
 For residuals uncorrelated across energies both terms have the same expectation, so ``weight`` says
 how much more a density-coherent error counts. The Fermi level is that of the training set's mean
 LDOS (the output scaler's mean) holding its mean electron density, so no reference energies are needed.
+Measured on Al32 at 933 K (README): it lowers the density errors by 20-55 %, but the band energy then
+absorbs the error, so the total energy is not better; the shipped models train without it.
 """
 
 import numpy as np

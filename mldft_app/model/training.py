@@ -3,7 +3,8 @@
 Data flow: rank 0 checks the snapshots for a common setup (descriptor parameters, energy grid); each
 is split into training and validation *regions* (z-ranges) cut into chunk-aligned blocks
 (:mod:`.data`); the scalers are fitted on the training blocks; the points are served in mini-batches
-by an in-memory or a lazy loader. Loss: MSE on scaled LDOS (see :mod:`.scaling`). Optimiser: Adam,
+by an in-memory or a lazy loader. Loss: MSE on scaled LDOS (see :mod:`.scaling`), optionally plus the
+density term of :mod:`.loss`. Optimiser: Adam,
 with the learning rate halved by ReduceLROnPlateau after ``max(1, patience // 2)`` epochs without
 improvement; early stopping after ``patience`` such epochs, keeping the weights of the best
 validation epoch. Then (``refit_output_bias``) the output layer's bias is set to its exact
