@@ -158,7 +158,7 @@ def train_model(
             validation_fraction=float(validation_fraction), min_delta=float(min_delta),
             refit_output_bias=bool(refit_output_bias), density_loss_weight=float(density_loss_weight),
         )
-        loss, loss_info = _make_loss(hyper["density_loss_weight"], setup, train_regions, output_scaler)
+        loss, loss_info = _make_loss(hyper["density_loss_weight"], setup, train_blocks, output_scaler)
         loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
         hashes = _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler)
         resume = _resume_state(checkpoint, restart, hashes, comm)
@@ -214,18 +214,17 @@ def train_model(
     )
 
 
-def _make_loss(weight, setup, train_regions, output_scaler):
+def _make_loss(weight, setup, train_blocks, output_scaler):
     """The LdosLoss of ``weight`` and its description for the model's provenance.
 
     The density term's Fermi level is that of the mean training LDOS (the output scaler's mean) at the
-    mean valence density of the training points (each region weighted by its points) and the mean
+    mean valence density of the training points (each block weighted by its points) and the mean
     training temperature.
     """
     if weight <= 0.0:
         return LdosLoss(), "MSE on scaled LDOS"
-    points = np.array([setup["grid_shapes"][r.path][0] * setup["grid_shapes"][r.path][1] * (r.z_stop - r.z_start)
-                       for r in train_regions], dtype=np.float64)
-    densities = np.array([setup["valence_densities"][r.path] for r in train_regions])
+    points = np.array([b.n_points for b in train_blocks], dtype=np.float64)
+    densities = np.array([setup["valence_densities"][b.path] for b in train_blocks])
     temperature = float(np.mean(setup["temperatures"]))
     direction, mu = density_direction(setup["energies"], output_scaler.moments.mean,
                                       float(np.dot(points, densities) / points.sum()), temperature)
