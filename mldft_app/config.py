@@ -176,7 +176,8 @@ class PostprocessInput:
 @dataclass(frozen=True)
 class TemperatureSetConfig:
     temperature: float = option(doc="ionic (MD) and electronic (Fermi-Dirac smearing) temperature of these snapshots", unit="K", minimum=1.0)
-    snapshots: int = option(doc="number of snapshots taken from this MD run", minimum=1)
+    snapshots: int = option(doc="number of snapshots taken from each MD run of this set", minimum=1)
+    trajectories: int = option(1, doc="independent MD runs of this set (other velocity seeds), each giving `snapshots` snapshots: more diverse configurations for the same DFT cost than a longer single run", minimum=1)
     phase: str = option("solid", doc="solid: MD from the perfect lattice at the temperature; liquid: melt at md.melt_temperature, then quench to the temperature (NVT)", choices=("solid", "liquid"))
 
 
@@ -240,9 +241,11 @@ class DatagenInput:
 @dataclass(frozen=True)
 class EvaluateInput:
     task: str = option(doc="what the run does", choices=TASKS)
-    snapshots: typing.List[str] = option(doc="held-out snapshot files (HDF5, written by convert or datagen)", path=True)
     model: ModelConfig = option(doc="trained network")
     report_file: str = option(doc="Markdown report (a .json with the same stem holds the numbers)", path=True)
+    snapshots: typing.List[str] = option([], doc="held-out snapshot files (HDF5, written by convert or datagen): ML vs their DFT LDOS", path=True)
+    references: typing.List[str] = option([], doc="configurations with DFT energies (and forces): any file ASE reads with them (extended XYZ, pw.x output); each is predicted from its structure and compared with them", path=True)
+    reference_grid: typing.Optional[typing.List[int]] = option(None, doc="real-space grid of the predictions of references (e.g. the training snapshots' grid)", length=3, minimum=1)
     plot_file: typing.Optional[str] = option(None, doc="PNG plot (DOS predicted vs DFT, energy parity); null = report_file with .png", path=True)
     descriptors: str = option("snapshot", doc="snapshot: the snapshot's stored descriptors; recompute: compute them from its structure", choices=("snapshot", "recompute"))
     descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=("lammps", "torch", "torch_float32"))

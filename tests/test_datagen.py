@@ -198,3 +198,21 @@ def test_datagen_runs_restarts_and_skips_finished_snapshots(tmp_path):
     proc = app_mpi(2, write_input(tmp_path, "changed", **{"qe.ecutwfc": 14.0}), timeout=300, check=False)
     assert proc.returncode == 2 and "qe.ecutwfc" in proc.stderr
     assert file_times(run) == before
+
+
+def test_trajectories_give_independent_md_runs_with_their_own_seeds(tmp_path):
+    from mldft_app.config import parse_config
+    from mldft_app.tasks.datagen import TRAJECTORY_SEED_STRIDE, plan_campaign
+
+    data = yaml.safe_load(TINY.read_text())
+    data["output_dir"] = str(tmp_path / "run")
+    data["temperatures"] = [{"temperature": 298.0, "snapshots": 1, "phase": "solid"},
+                            {"temperature": 933.0, "snapshots": 2, "phase": "liquid", "trajectories": 3}]
+    campaign = plan_campaign(parse_config(data))
+    seed = data["md"]["seed"]
+    assert campaign.recipes["Al4_298K_solid"].seed == seed  # a single run keeps its name and seed
+    liquid_runs = [f"Al4_933K_liquid_t{t:02d}" for t in range(3)]
+    assert [campaign.recipes[r].seed for r in liquid_runs] == [seed + 1 + TRAJECTORY_SEED_STRIDE * t for t in range(3)]
+    assert [t.name for t in campaign.tasks] == ["Al4_298K_solid_000"] + [f"{r}_{j:03d}" for r in liquid_runs for j in range(2)]
+    first, second = (md.run_md(campaign.recipes[r]) for r in liquid_runs[:2])
+    assert not np.allclose(first[0].get_positions(), second[0].get_positions())

@@ -31,6 +31,7 @@ import torch
 from ..io.snapshot import open_snapshot
 from .loss import LdosLoss
 from .scaling import InputScaler, OutputScaler, RunningMoments
+from .uncertainty import DescriptorRange
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,31 @@ def fit_scalers(blocks, comm):
         for total, state in zip(totals, gathered[index]):
             _merge_moments(total, RunningMoments(*state))
     return InputScaler(totals[0]), OutputScaler(totals[1])
+
+
+def fit_descriptor_range(blocks, comm):
+    """Per-feature minimum and maximum of the raw descriptors of ``blocks`` (:class:`.uncertainty.DescriptorRange`).
+
+    Each rank reads its share of the blocks (descriptors only); the ranges are merged on all ranks.
+    """
+    descriptor_range = None
+    opened = {}
+    try:
+        for block in blocks[comm.rank :: comm.size]:
+            snap = opened.get(block.path)
+            if snap is None:
+                snap = opened[block.path] = open_snapshot(block.path)
+            descriptors = snap.read_descriptors(block.slices)
+            part = DescriptorRange.of(descriptors.reshape(-1, descriptors.shape[-1]))
+            descriptor_range = part if descriptor_range is None else descriptor_range.merged(part)
+    finally:
+        for snap in opened.values():
+            snap.close()
+    merged = None
+    for part in comm.allgather(descriptor_range):
+        if part is not None:
+            merged = part if merged is None else merged.merged(part)
+    return merged
 
 
 def _to_device(array, device):

@@ -39,13 +39,13 @@ def select_device(requested, comm):
     return torch.device("cuda", node_local_rank(comm) % n_gpus)
 
 
-def predict_ldos(model, descriptors, batch_size, device, progress=None):
+def predict_ldos(model, descriptors, batch_size, device, progress=None, member=None):
     """LDOS predicted at every point, computed in batches of at most ``batch_size`` points.
 
     Parameters
     ----------
     model : TrainedModel
-        Its network is moved to ``device`` and put in eval mode.
+        The network used is moved to ``device`` and put in eval mode.
     descriptors : ndarray, shape (n, n_desc), float64
         Raw (unscaled) descriptors; standardised in float64, then cast to float32.
     batch_size : int
@@ -56,6 +56,9 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None):
     device : torch.device
     progress : callable(n_done, n_total) or None
         Called after every batch.
+    member : int or None
+        Which ensemble member's network (0-based); None for a single-network model (an ensemble
+        then raises ValueError: its members are predicted one by one, sharing the descriptors).
 
     Returns
     -------
@@ -68,7 +71,7 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None):
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    network = model.network.to(device).eval()
+    network = model.member_network(member).to(device).eval()
     n_points = descriptors.shape[0]
     ldos = np.empty((n_points, model.n_energies), dtype=np.float32)
     with torch.inference_mode():

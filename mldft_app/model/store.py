@@ -4,7 +4,7 @@ The file is ``torch.save`` of a plain dict (read back with ``torch.load(weights_
 executes no code from the file)::
 
     format            "mldft_app.model"
-    format_version    1
+    format_version    2 (files of version 1 are read too)
     code_version      mldft_app.__version__ of the code that wrote it
     architecture      {"n_inputs", "n_outputs", "hidden_layers", "activation"}
     network_state     the network's state_dict (float32 tensors)
@@ -16,12 +16,22 @@ executes no code from the file)::
     valence_electrons {"Al": 3.0, ...}: valence electrons per element, from the training snapshots
     training          provenance: snapshot files, hyperparameters, epochs, loss history
     units             units of the stored quantities
+
+Since format version 2 (version 1 files load unchanged, as single networks without a range)::
+
+    ensemble_network_states  list of state_dicts of the members after the first (empty: one network);
+                             all members share the architecture and the scalers
+    sigma_scale              calibration factor of the ensemble spread (1.0 = raw spread; see
+                             model.uncertainty and evaluate's calibrated_model_file)
+    descriptor_range         {"minimum", "maximum"}: (n_desc,) float64 tensors, the training
+                             descriptors' range per feature (raw units), or None
 """
 
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,9 +41,10 @@ from ..io.snapshot import LDOS_UNITS, canonical_params
 from ..parallel import UserInputError
 from .network import LdosNetwork
 from .scaling import InputScaler, OutputScaler
+from .uncertainty import DescriptorRange
 
 MODEL_FORMAT = "mldft_app.model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 ENERGY_TOLERANCE_EV = 1e-6
 
 
@@ -44,8 +55,10 @@ class TrainedModel:
     Attributes
     ----------
     network : LdosNetwork
+        The first (or only) member of the ensemble.
     input_scaler : InputScaler
     output_scaler : OutputScaler
+        Shared by all members.
     descriptor_params : dict
         Parameters of the descriptors it was trained on.
     energies : ndarray, shape (n_e,)
@@ -58,6 +71,12 @@ class TrainedModel:
         Provenance: files, hyperparameters, epochs, loss history.
     code_version : str
         Version of mldft_app that trained the model.
+    extra_networks : list of LdosNetwork
+        The ensemble members after the first (empty: a single network).
+    sigma_scale : float
+        Calibration factor of the ensemble spread (:mod:`.uncertainty`).
+    descriptor_range : DescriptorRange or None
+        Training descriptors' range per feature (None for models trained before it was stored).
     """
 
     network: LdosNetwork
@@ -69,6 +88,26 @@ class TrainedModel:
     valence_electrons: dict
     training: dict = field(default_factory=dict)
     code_version: str = __version__
+    extra_networks: list = field(default_factory=list)
+    sigma_scale: float = 1.0
+    descriptor_range: Optional[DescriptorRange] = None
+
+    @property
+    def networks(self):
+        """All members: [network] + extra_networks."""
+        return [self.network] + list(self.extra_networks)
+
+    @property
+    def n_members(self):
+        return 1 + len(self.extra_networks)
+
+    def member_network(self, member=None):
+        """The network of ``member`` (0-based); None: the only network (ValueError for an ensemble)."""
+        if member is None:
+            if self.extra_networks:
+                raise ValueError(f"the model is an ensemble of {self.n_members} networks: say which member")
+            return self.network
+        return self.networks[member]
 
     @property
     def n_descriptors(self):
@@ -136,7 +175,7 @@ def save_model(path, trained_model):
         "format_version": MODEL_FORMAT_VERSION,
         "code_version": model.code_version,
         "architecture": model.network.architecture(),
-        "network_state": {k: v.detach().cpu().clone() for k, v in model.network.state_dict().items()},
+        "network_state": _state(model.network),
         "input_scaler": model.input_scaler.state_dict(),
         "output_scaler": model.output_scaler.state_dict(),
         "descriptor_params": canonical_params(model.descriptor_params),
@@ -144,12 +183,19 @@ def save_model(path, trained_model):
         "temperatures_K": [float(t) for t in model.temperatures],
         "valence_electrons": {str(k): float(v) for k, v in model.valence_electrons.items()},
         "training": model.training,
+        "ensemble_network_states": [_state(net) for net in model.extra_networks],
+        "sigma_scale": float(model.sigma_scale),
+        "descriptor_range": None if model.descriptor_range is None else model.descriptor_range.state_dict(),
         "units": {"energies": "eV", "ldos": LDOS_UNITS, "temperatures": "K"},
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _state(network):
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
 
 
 def load_model(path):
@@ -184,10 +230,15 @@ def load_model(path):
         raise UserInputError(f"model file {path} is damaged or incomplete: {err}") from None
 
 
+def _network(architecture, state):
+    network = LdosNetwork(**architecture)
+    network.load_state_dict(state)
+    return network.eval()
+
+
 def _build(payload):
-    network = LdosNetwork(**payload["architecture"])
-    network.load_state_dict(payload["network_state"])
-    network.eval()
+    network = _network(payload["architecture"], payload["network_state"])
+    descriptor_range = payload.get("descriptor_range")
     model = TrainedModel(
         network=network,
         input_scaler=InputScaler.from_state(payload["input_scaler"]),
@@ -198,6 +249,9 @@ def _build(payload):
         valence_electrons=dict(payload["valence_electrons"]),
         training=payload["training"],
         code_version=payload["code_version"],
+        extra_networks=[_network(payload["architecture"], state) for state in payload.get("ensemble_network_states", [])],
+        sigma_scale=float(payload.get("sigma_scale", 1.0)),
+        descriptor_range=None if descriptor_range is None else DescriptorRange.from_state(descriptor_range),
     )
     sizes = (model.input_scaler.shift.size, model.output_scaler.shift.size, model.energies.size)
     if sizes != (network.n_inputs, network.n_outputs, network.n_outputs):
@@ -205,4 +259,8 @@ def _build(payload):
             f"sizes disagree: input scaler {sizes[0]}, output scaler {sizes[1]}, energies {sizes[2]}, "
             f"network {network.n_inputs} -> {network.n_outputs}"
         )
+    if model.descriptor_range is not None and model.descriptor_range.minimum.size != network.n_inputs:
+        raise ValueError(f"descriptor range has {model.descriptor_range.minimum.size} features, the network {network.n_inputs}")
+    if not model.sigma_scale > 0:
+        raise ValueError(f"sigma_scale {model.sigma_scale} is not positive")
     return model

@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 from ..io.snapshot import canonical_params, open_snapshot
 from ..parallel import Comm, CollectiveInputError, UserInputError, checked_on_root
 from . import checkpoint as ckpt
-from .data import BLOCK_POINTS, InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, make_blocks
+from .data import (
+    BLOCK_POINTS, InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_descriptor_range, fit_scalers, make_blocks,
+)
 from .distributed import allreduce_gradients, parameters_agree, process_group
 from .loss import LdosLoss, density_direction
 from .network import LdosNetwork
@@ -54,7 +56,7 @@ EVAL_BATCH_MIN = 8192
 DATA_LOADING = ("auto", "memory", "lazy")
 RESTART = ("auto", "never")
 
-__all__ = ["Region", "train_model", "fit_network", "survey_snapshots", "split_regions", "derive_valence_electrons"]
+__all__ = ["Region", "train_model", "fit_network", "member_checkpoint", "bootstrap_regions", "survey_snapshots", "split_regions", "derive_valence_electrons"]
 
 
 def train_model(
@@ -81,8 +83,10 @@ def train_model(
     restart="auto",
     refit_output_bias=True,
     density_loss_weight=0.0,
+    ensemble_size=1,
+    bootstrap=False,
 ):
-    """Train a network on snapshot files and return it with its scalers and metadata (on every rank).
+    """Train a network (or an ensemble) on snapshot files; return it with scalers and metadata (every rank).
 
     Parameters
     ----------
@@ -131,79 +135,93 @@ def train_model(
         (:func:`_refit_output_bias`).
     density_loss_weight : float
         Weight of the density term of the loss (:mod:`.loss`); 0: MSE on the scaled LDOS alone.
+    ensemble_size : int
+        Number of networks K. Member k is trained with seed ``seed + k`` (member 0 is the network a
+        single-network run with ``seed`` gives), one after the other, each data-parallel over the
+        ranks and with its own checkpoint (:func:`member_checkpoint`). All members share the scalers
+        (fitted on all training points) and the validation points.
+    bootstrap : bool
+        Train each member on a bootstrap resample of the training regions (as many regions as
+        there are, drawn with replacement with seed ``seed + k``) instead of all of them.
 
     Returns
     -------
-    TrainedModel, with the best-validation weights; ``training`` holds the provenance and history.
+    TrainedModel, with the best-validation weights and the training descriptors' range;
+    ``training`` holds the provenance and history (of member 0; ``members`` lists every member's).
     """
     comm = comm or Comm()
     _check_options(batch_size, max_epochs, patience, validation_fraction, data_loading, restart)
+    if ensemble_size < 1:
+        raise CollectiveInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
     prepared = checked_on_root(comm, _prepare, train_files, validation_files, validation_fraction)
     setup, valence_electrons, train_regions, validation_regions = prepared
     train_blocks = make_blocks(train_regions, setup, block_points)
     validation_blocks = make_blocks(validation_regions, setup, block_points)
     device = torch.device(device)
     n_inputs, n_outputs = setup["n_descriptors"], setup["energies"].size
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # checks the architecture; leaves the RNG as it was
         try:
-            network = LdosNetwork(n_inputs, n_outputs, hidden_layers, activation)
+            LdosNetwork(n_inputs, n_outputs, hidden_layers, activation)
         except ValueError as err:
             raise CollectiveInputError(f"network: {err}") from None
-        input_scaler, output_scaler = fit_scalers(train_blocks, comm)
-        mode = _loading_mode(data_loading, memory_budget_mb, train_blocks, validation_blocks, n_inputs + n_outputs, comm)
-        hyper = dict(
-            hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
-            batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
-            validation_fraction=float(validation_fraction), min_delta=float(min_delta),
-            refit_output_bias=bool(refit_output_bias), density_loss_weight=float(density_loss_weight),
-        )
-        loss, loss_info = _make_loss(hyper["density_loss_weight"], setup, train_blocks, output_scaler)
-        loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
-        hashes = _fingerprint_items(hyper, loading, train_regions, validation_regions, train_blocks, input_scaler, output_scaler)
-        resume = _resume_state(checkpoint, restart, hashes, comm)
-        if mode == "memory":
-            train_data = InMemoryPoints(train_blocks, input_scaler, output_scaler, device)
-        else:
-            train_data = LazyPoints(train_blocks, input_scaler, output_scaler, device, buffer_blocks)
-        validation_data = ValidationPoints(validation_blocks, input_scaler, output_scaler, device, comm, mode == "memory")
-        log.info(
-            "training on %d points, validating on %d points, %d descriptors -> %d energies, device %s, "
-            "%d rank(s), %s data loading, %d blocks",
-            train_data.n_points, validation_data.n_points, n_inputs, n_outputs, device, comm.size, mode, len(train_blocks),
-        )
-        network.to(device)
-        try:
-            with process_group(comm, device) as group:
-                result = fit_network(
-                    network, train_data, validation_data, hyper, comm=comm, group=group, progress=progress,
-                    checkpoint=checkpoint, hashes=hashes, resume=resume, loss=loss,
-                )
-            if refit_output_bias:
-                eval_batch = max(batch_size, EVAL_BATCH_MIN)
-                shift = _refit_output_bias(network, train_data, eval_batch, comm)
-                result["output_bias_shift_rms"] = float(np.sqrt(np.mean(shift**2)))
-                result["validation_loss_after_refit"] = validation_data.mean_loss(network, eval_batch, loss)
-                log.info("output bias refitted (shift rms %.3e scaled units); validation loss %.4e",
-                         result["output_bias_shift_rms"], result["validation_loss_after_refit"])
-        finally:
+    input_scaler, output_scaler = fit_scalers(train_blocks, comm)
+    descriptor_range = fit_descriptor_range(train_blocks, comm)
+    mode = _loading_mode(data_loading, memory_budget_mb, train_blocks, validation_blocks, n_inputs + n_outputs, comm)
+    hyper = dict(
+        hidden_layers=list(hidden_layers), activation=activation, learning_rate=float(learning_rate),
+        batch_size=int(batch_size), max_epochs=int(max_epochs), patience=int(patience), seed=int(seed),
+        validation_fraction=float(validation_fraction), min_delta=float(min_delta),
+        refit_output_bias=bool(refit_output_bias), density_loss_weight=float(density_loss_weight),
+    )
+    loss, loss_info = _make_loss(hyper["density_loss_weight"], setup, train_blocks, output_scaler)
+    loading = {"mode": mode} | ({"buffer_blocks": int(buffer_blocks)} if mode == "lazy" else {})
+    validation_data = ValidationPoints(validation_blocks, input_scaler, output_scaler, device, comm, mode == "memory")
+    shared = dict(setup=setup, block_points=block_points, input_scaler=input_scaler, output_scaler=output_scaler,
+                  device=device, mode=mode, loading=loading, loss=loss, comm=comm,
+                  validation_data=validation_data, validation_regions=validation_regions, progress=progress,
+                  restart=restart, refit_output_bias=refit_output_bias)
+    members, infos, train_data = [], [], None
+    try:
+        with process_group(comm, device) as group:
+            for k in range(ensemble_size):
+                regions = bootstrap_regions(train_regions, seed + k) if bootstrap else train_regions
+                if train_data is None or bootstrap:
+                    if train_data is not None:
+                        train_data.close()
+                    blocks = make_blocks(regions, setup, block_points)
+                    train_data = (InMemoryPoints(blocks, input_scaler, output_scaler, device) if mode == "memory"
+                                  else LazyPoints(blocks, input_scaler, output_scaler, device, buffer_blocks))
+                if ensemble_size > 1:
+                    log.info("ensemble member %d of %d (seed %d)%s", k + 1, ensemble_size, seed + k,
+                             ", bootstrap regions " + ", ".join(f"{r.path.name}:{r.z_start}-{r.z_stop}" for r in regions)
+                             if bootstrap else "")
+                network, result = _train_member(hyper | {"seed": int(seed + k)}, regions, train_data, group,
+                                                member_checkpoint(checkpoint, k, ensemble_size), n_inputs, n_outputs,
+                                                **shared)
+                members.append(network)
+                infos.append(dict(seed=int(seed + k), n_train_points=train_data.n_points,
+                                  train_regions=[r.describe() for r in regions], **result))
+    finally:
+        if train_data is not None:
             train_data.close()
-            validation_data.close()
+        validation_data.close()
     training = {
         "train_files": [str(p.resolve()) for p in setup["train_files"]],
         "validation_files": [str(p.resolve()) for p in setup["validation_files"]],
         "train_regions": [r.describe() for r in train_regions],
         "validation_regions": [r.describe() for r in validation_regions],
-        "n_train_points": train_data.n_points,
+        "n_train_points": infos[0]["n_train_points"],
         "n_validation_points": validation_data.n_points,
         "hyperparameters": hyper | {"optimizer": "Adam", "lr_factor": LR_FACTOR, "loss": loss_info},
         "data_loading": loading,
         "ranks": comm.size,
         "device": str(device),
-        **result,
+        **{k: v for k, v in infos[0].items() if k not in ("seed", "n_train_points", "train_regions")},
     }
+    if ensemble_size > 1:
+        training.update(ensemble_size=int(ensemble_size), bootstrap=bool(bootstrap), members=infos)
     return TrainedModel(
-        network=network.cpu().eval(),
+        network=members[0].cpu().eval(),
         input_scaler=input_scaler,
         output_scaler=output_scaler,
         descriptor_params=setup["descriptor_params"],
@@ -211,7 +229,54 @@ def train_model(
         temperatures=setup["temperatures"],
         valence_electrons=valence_electrons,
         training=training,
+        extra_networks=[net.cpu().eval() for net in members[1:]],
+        descriptor_range=descriptor_range,
     )
+
+
+def _train_member(hyper, regions, train_data, group, checkpoint, n_inputs, n_outputs, *, setup, block_points, input_scaler,
+                  output_scaler, device, mode, loading, loss, comm, validation_data, validation_regions,
+                  progress, restart, refit_output_bias):
+    """Train one network with ``hyper["seed"]`` on ``train_data``; returns (network, result dict of fit_network)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(hyper["seed"])
+        network = LdosNetwork(n_inputs, n_outputs, hyper["hidden_layers"], hyper["activation"])
+        train_blocks = make_blocks(regions, setup, block_points)
+        hashes = _fingerprint_items(hyper, loading, regions, validation_regions, train_blocks, input_scaler, output_scaler)
+        resume = _resume_state(checkpoint, restart, hashes, comm)
+        log.info(
+            "training on %d points, validating on %d points, %d descriptors -> %d energies, device %s, "
+            "%d rank(s), %s data loading, %d blocks",
+            train_data.n_points, validation_data.n_points, n_inputs, n_outputs, device, comm.size, mode, len(train_blocks),
+        )
+        network.to(device)
+        result = fit_network(
+            network, train_data, validation_data, hyper, comm=comm, group=group, progress=progress,
+            checkpoint=checkpoint, hashes=hashes, resume=resume, loss=loss,
+        )
+        if refit_output_bias:
+            eval_batch = max(hyper["batch_size"], EVAL_BATCH_MIN)
+            shift = _refit_output_bias(network, train_data, eval_batch, comm)
+            result["output_bias_shift_rms"] = float(np.sqrt(np.mean(shift**2)))
+            result["validation_loss_after_refit"] = validation_data.mean_loss(network, eval_batch, loss)
+            log.info("output bias refitted (shift rms %.3e scaled units); validation loss %.4e",
+                     result["output_bias_shift_rms"], result["validation_loss_after_refit"])
+    return network, result
+
+
+def member_checkpoint(checkpoint, member, ensemble_size):
+    """Checkpoint file of ensemble member ``member``: ``checkpoint`` itself for a single network,
+    else ``<stem>.member<k><suffix>`` beside it (None stays None)."""
+    if checkpoint is None or ensemble_size == 1:
+        return checkpoint
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.member{member}{checkpoint.suffix}")
+
+
+def bootstrap_regions(regions, seed):
+    """A bootstrap resample of ``regions``: as many, drawn with replacement (numpy generator of ``seed``), in draw order."""
+    picks = np.random.default_rng([int(seed), 0xB007]).integers(0, len(regions), size=len(regions))
+    return [regions[i] for i in picks]
 
 
 def _make_loss(weight, setup, train_blocks, output_scaler):

@@ -45,13 +45,15 @@ RUN_CONTROL_QE_KEYS = ("mpi_ranks", "launcher", "timeout", "pw_command", "pp_com
 """Keys that may change between runs of one campaign (all others must equal recipe.yaml's): a moved
 campaign directory is fine; nbnd only adds bands above the LDOS window (raise it when the band check
 fails)."""
+TRAJECTORY_SEED_STRIDE = 1000
+"""MD seed of trajectory t of set i: md.seed + i + TRAJECTORY_SEED_STRIDE * t (t = 0 is the single-run seed)."""
 BAND_MARGIN_WIDTHS = 3.0
 """The highest band at every k-point must lie this many LDOS broadenings above the window's top."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotTask:
-    """One snapshot of the campaign: set ``set_name``, index ``index`` of its MD run."""
+    """One snapshot of the campaign: index ``index`` of MD run ``set_name`` (the set, or one of its trajectories)."""
 
     name: str
     set_name: str
@@ -65,7 +67,7 @@ class Campaign:
     """Everything rank 0 works out from the input before any work (identical on every rank)."""
 
     recipes: dict
-    """set name -> md.MdRecipe"""
+    """MD run name -> md.MdRecipe: the set's name, or ``<set>_tNN`` for each trajectory of a set with several"""
     tasks: list
     """SnapshotTask in order (sets in input order, snapshots in MD order)"""
     n_atoms: int
@@ -122,18 +124,22 @@ def plan_campaign(cfg):
     recipes, tasks = {}, []
     for i, tset in enumerate(cfg.temperatures):
         set_name = f"{element}{n_atoms}_{tset.temperature:.0f}K_{tset.phase}"
-        if set_name in recipes:
-            raise UserInputError(f"temperatures[{i}]: a second set at {tset.temperature:.0f} K ({tset.phase}); merge them")
-        recipes[set_name] = md.MdRecipe(
-            element=element, lattice=cfg.lattice, lattice_constant=cfg.lattice_constant,
-            supercell=tuple(cfg.supercell), mass=mass, potential=potential, pair_style=cfg.md.pair_style,
-            temperature=tset.temperature, phase=tset.phase, n_snapshots=tset.snapshots, timestep=cfg.md.timestep,
-            damping=cfg.md.thermostat_damping, equilibration_steps=cfg.md.equilibration_steps,
-            spacing_steps=cfg.md.spacing_steps, melt_temperature=cfg.md.melt_temperature,
-            melt_steps=cfg.md.melt_steps, quench_steps=cfg.md.quench_steps, seed=cfg.md.seed + i,
-        )
-        tasks += [SnapshotTask(f"{set_name}_{j:03d}", set_name, j, tset.temperature, tset.phase)
-                  for j in range(tset.snapshots)]
+        if any(name == set_name or name.startswith(f"{set_name}_t") for name in recipes):
+            raise UserInputError(f"temperatures[{i}]: a second set at {tset.temperature:.0f} K ({tset.phase}); merge "
+                                 "them (trajectories: N gives one set N independent MD runs)")
+        for t in range(tset.trajectories):
+            run_name = set_name if tset.trajectories == 1 else f"{set_name}_t{t:02d}"
+            recipes[run_name] = md.MdRecipe(
+                element=element, lattice=cfg.lattice, lattice_constant=cfg.lattice_constant,
+                supercell=tuple(cfg.supercell), mass=mass, potential=potential, pair_style=cfg.md.pair_style,
+                temperature=tset.temperature, phase=tset.phase, n_snapshots=tset.snapshots, timestep=cfg.md.timestep,
+                damping=cfg.md.thermostat_damping, equilibration_steps=cfg.md.equilibration_steps,
+                spacing_steps=cfg.md.spacing_steps, melt_temperature=cfg.md.melt_temperature,
+                melt_steps=cfg.md.melt_steps, quench_steps=cfg.md.quench_steps,
+                seed=cfg.md.seed + i + TRAJECTORY_SEED_STRIDE * t,
+            )
+            tasks += [SnapshotTask(f"{run_name}_{j:03d}", run_name, j, tset.temperature, tset.phase)
+                      for j in range(tset.snapshots)]
     _check_recipe_file(cfg)
     return Campaign(recipes, tasks, n_atoms, float(n_electrons), int(nbnd), n_energies)
 

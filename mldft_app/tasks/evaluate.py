@@ -37,6 +37,7 @@ from ..model.store import load_model
 from ..parallel import UserInputError, checked_on_root
 from ..structure import prepare_atoms
 from ..timing import StageTimer, format_table
+from . import evaluate_references
 from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,14 @@ def preflight(cfg):
         raise UserInputError("plot_file must differ from report_file and its .json")
     if cfg.forces and not cfg.pseudopotentials:
         raise UserInputError("forces: true needs pseudopotentials (the forces are those of the total energy)")
+    if not cfg.snapshots and not cfg.references:
+        raise UserInputError("nothing to evaluate: give snapshots, references or both")
+    if cfg.references and not cfg.pseudopotentials:
+        raise UserInputError("references need pseudopotentials (they are compared by total energy)")
     model = load_model(cfg.model.file)
     for path in cfg.snapshots:
         snapshot_setup(cfg, path, model)
-    return True
+    return evaluate_references.read_references(cfg, model) if cfg.references else []
 
 
 def snapshot_setup(cfg, path, model):
@@ -153,7 +158,7 @@ def run_evaluate(cfg, comm):
     """Evaluate the model of a validated EvaluateInput on its snapshots (all ranks)."""
     timer = StageTimer()
     with timer.stage("setup"):
-        checked_on_root(comm, preflight, cfg)
+        references = checked_on_root(comm, preflight, cfg)
         model = load_model(cfg.model.file)
         device = select_device(cfg.model.device, comm)
     results = []
@@ -185,16 +190,34 @@ def run_evaluate(cfg, comm):
                             grid=list(grid_shape), energies=system.energies, reference=reference,
                             comparison=comparison, forces=forces, reference_forces=reference_forces))
         log.info("%s: %s", path, ", ".join(f"{k} {v:.4g}" for k, v in comparison.errors.items()))
+    reference_rows = []
+    for reference in references:
+        with timer.stage("references"):
+            energy, forces = evaluate_references.predict_reference(
+                reference, model, tuple(cfg.reference_grid), cfg.descriptor_backend, cfg.model.batch_size, cfg.forces,
+                device, comm)
+        reference_rows.append(dict(label=reference.label, group=reference.group,
+                                   temperature=reference.system.temperature, energy_ml=energy,
+                                   energy_reference=reference.energy,
+                                   errors=evaluate_references.reference_errors(reference, energy, forces)))
+        log.info("%s: %s", reference.label, ", ".join(f"{k} {v:.4g}" for k, v in reference_rows[-1]["errors"].items()))
     names, seconds, memory = timer.gather(comm)
     if comm.is_root:
         with timer.stage("report"):
             report, numbers, plot = report_paths(cfg)
-            text = markdown_report(cfg, results, model)
+            text = (markdown_report(cfg, results, model) if results else
+                    "\n".join([f"# mldft_app evaluate\n\nmodel: `{cfg.model.file}`"] + training_summary(model) + [""]))
+            numbers_json = json_report(cfg, results, model)
+            if reference_rows:
+                stats = evaluate_references.group_statistics(reference_rows)
+                text += "\n" + "\n".join(evaluate_references.markdown_section(reference_rows, stats))
+                numbers_json.update(references=reference_rows, reference_groups=stats)
             report.write_text(text)
-            numbers.write_text(json.dumps(json_report(cfg, results, model), indent=1))
-            write_plot(plot, results)
+            numbers.write_text(json.dumps(numbers_json, indent=1))
+            if results:
+                write_plot(plot, results)
         print(text)
-        print(f"report: {report}\nnumbers: {numbers}\nplot: {plot}")
+        print(f"report: {report}\nnumbers: {numbers}" + (f"\nplot: {plot}" if results else ""))
         print(format_table(names, seconds, memory))
     return [r["comparison"] for r in results]
 
@@ -317,7 +340,7 @@ def json_report(cfg, results, model=None):
         "units": {"ldos_rmse": "states/(eV Angstrom^3)", "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
                   "fermi_meV": "meV", "*_meV_per_atom": "meV/atom", "relative": "fraction", "ml/dft": "eV",
                   "energies": "eV", "dos": "states/eV", "forces": "eV/Angstrom"},
-        "mean_absolute_errors": mean_absolute_errors(results),
+        "mean_absolute_errors": mean_absolute_errors(results) if results else {},
         "snapshots": [
             {"file": r["file"], "n_atoms": r["n_atoms"], "temperature": r["temperature"], "grid": r["grid"],
              "errors": r["comparison"].errors, "ml": r["comparison"].ml, "dft": r["comparison"].dft,

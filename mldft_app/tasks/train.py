@@ -13,7 +13,7 @@ import torch
 
 from ..io.output import check_output_path
 from ..model.store import save_model
-from ..model.training import train_model
+from ..model.training import member_checkpoint, train_model
 from ..parallel import CollectiveInputError, checked_on_root, node_local_rank
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,19 @@ def run_train(cfg, comm):
         restart=t.restart,
         refit_output_bias=t.refit_output_bias,
         density_loss_weight=t.density_loss_weight,
+        ensemble_size=t.ensemble_size,
+        bootstrap=t.bootstrap,
     )
     if comm.is_root:
         save_model(cfg.model_file, model)
-        if checkpoint.exists():
-            os.remove(checkpoint)
+        for member in range(t.ensemble_size):
+            path = member_checkpoint(checkpoint, member, t.ensemble_size)
+            if path.exists():
+                os.remove(path)
         info = model.training
         print(f"mldft_app train: wrote {cfg.model_file} (best validation loss {info['best_validation_loss']:.4g} "
               f"at epoch {info['best_epoch']} of {info['epochs_run']}, {comm.size} rank(s))")
+        for k, member in enumerate(info.get("members", [])):
+            print(f"  ensemble member {k} (seed {member['seed']}): best validation loss "
+                  f"{member['best_validation_loss']:.4g} at epoch {member['best_epoch']} of {member['epochs_run']}")
     comm.barrier()
