@@ -136,6 +136,8 @@ class TrainingConfig:
     restart: str = option("auto", doc="auto = resume from the checkpoint if it exists (refused if written for other inputs; only max_epochs may differ); never = start afresh, overwriting it", choices=("auto", "never"))
     refit_output_bias: bool = option(True, doc="after training, set the output layer's bias to its least-squares value on the training points (removes the common-mode LDOS error of the last optimiser steps, which the energy integrals see in full)")
     density_loss_weight: float = option(0.0, doc="weight of the density term of the loss: the squared projection of each point's scaled LDOS error on the occupation weights at the training set's Fermi level (its density error), relative to the LDOS MSE; 0 = plain MSE", minimum=0.0)
+    ensemble_size: int = option(1, doc="networks in the model file (an ensemble): member k is trained with seed + k; predict, evaluate and the ASE calculator report the members' mean and spread (sigma); costs ensemble_size x training and x inference", minimum=1)
+    bootstrap: bool = option(False, doc="ensemble: train each member on a bootstrap resample (drawn with replacement) of the training snapshots instead of all of them")
 
 
 @dataclass(frozen=True)
