@@ -56,7 +56,9 @@ XC_RESPONSE_STEP = 1e-4
 
 __all__ = [
     "XC_RESPONSE_STEP",
+    "MemberForces",
     "energy_and_forces",
+    "member_energies_and_forces",
     "ldos_energy_gradient",
     "xc_response",
 ]
@@ -138,10 +140,29 @@ def _check_no_core_correction(ionic):
                                   f"{', '.join(with_core)}) are not implemented")
 
 
-def _ldos_tensor(model, descriptors, network_dtype):
-    """LDOS (n, n_e) float64 tensor from raw descriptors (n, n_desc) float64, differentiable."""
+def _ldos_tensor(model, network, descriptors, network_dtype):
+    """LDOS (n, n_e) float64 tensor of one member's ``network`` from raw descriptors (n, n_desc) float64, differentiable."""
     x = model.input_scaler.transform(descriptors).to(network_dtype)
-    return model.output_scaler.inverse_transform(model.network(x).to(torch.float64))
+    return model.output_scaler.inverse_transform(network(x).to(torch.float64))
+
+
+@dataclasses.dataclass
+class MemberForces:
+    """Per-member results of :func:`member_energies_and_forces` (identical on every rank).
+
+    Attributes
+    ----------
+    energies : list of dict
+        One ``analyse_ldos`` energy dict (eV) per member.
+    forces : ndarray, shape (K, n_atoms, 3)
+        -dE_total/dR of each member, eV/Angstrom.
+    out_of_range : dict or None
+        Training-range check of the descriptors (:func:`mldft_app.tasks.ensemble_analysis.out_of_range`).
+    """
+
+    energies: list
+    forces: np.ndarray
+    out_of_range: object = None
 
 
 def energy_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=None, snap_params=None,
@@ -151,6 +172,8 @@ def energy_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons,
     Collective: every rank calls it with the same arguments; the results are identical on all ranks.
     The descriptors come from the torch backend in float64, the network runs in its own dtype (as
     stored, float32; pass a model whose network is ``.double()`` for precise finite-difference checks).
+    For an ensemble, the members' mean energies and forces (the forces are then exactly -d/dR of the
+    mean total energy); :func:`member_energies_and_forces` gives each member's.
 
     Parameters
     ----------
@@ -183,35 +206,64 @@ def energy_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons,
     forces : ndarray, shape (n_atoms, 3)
         -dE_total/dR, eV/Angstrom.
     """
+    result = member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=comm,
+                                        snap_params=snap_params, device=device, chunk_points=chunk_points)
+    if len(result.energies) == 1:
+        return result.energies[0], result.forces[0]
+    energies = {name: float(np.mean([e[name] for e in result.energies])) for name in result.energies[0]}
+    return energies, result.forces.mean(axis=0)
+
+
+def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=None, snap_params=None,
+                               device="cpu", chunk_points=None):
+    """Each ensemble member's total energy and forces, the descriptors of every chunk computed once.
+
+    Arguments as :func:`energy_and_forces`; returns :class:`MemberForces`. Cost: one descriptor
+    forward pass and, per chunk, one autograd graph through the descriptors that every member's
+    vector-Jacobian product reuses (K backward passes); K LDOS analyses. Memory: the K members'
+    LDOS of this rank's brick, K x n_local x n_e float64.
+    """
+    from .descriptors.torch_backend import BrickDescriptors
+
     comm = Comm() if comm is None else comm
     params = SnapParams.from_dict(model.descriptor_params) if snap_params is None else snap_params
     layout = GridLayout.create(grid_shape, comm.size, comm.rank)
     system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=np.float64),
                               temperature=float(temperature), n_electrons=float(n_electrons), ionic=ionic)
-    from .descriptors.torch_backend import BrickDescriptors
-
     device = torch.device(device)
-    network = model.network.to(device).eval()
-    network_dtype = next(network.parameters()).dtype
+    networks = [network.to(device).eval() for network in model.networks]
+    network_dtype = next(networks[0].parameters()).dtype
     start = time.perf_counter()
     grid = BrickDescriptors(atoms, layout, params, device=device, dtype=torch.float64, chunk_points=chunk_points)
-    ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float64)
+    ldos = np.empty((len(networks), layout.n_local, model.n_energies), dtype=np.float64)
+    outside = np.zeros(layout.n_local, dtype=bool) if model.descriptor_range is not None else None
     with torch.no_grad():
         for first, stop in grid.chunks():
-            ldos[first:stop] = _ldos_tensor(model, grid.compute(first, stop), network_dtype).cpu().numpy()
+            descriptors = grid.compute(first, stop)
+            for k, network in enumerate(networks):
+                ldos[k, first:stop] = _ldos_tensor(model, network, descriptors, network_dtype).cpu().numpy()
+            if outside is not None:
+                outside[first:stop] = model.descriptor_range.outside(descriptors.cpu().numpy()).any(axis=1)
     forward_seconds = time.perf_counter() - start
-    results, gradient = ldos_energy_gradient(ldos, system, layout, comm)
+    member_results = [ldos_energy_gradient(ldos[k], system, layout, comm) for k in range(len(networks))]
+    del ldos
     start = time.perf_counter()
     positions = torch.tensor(np.asarray(atoms.positions), dtype=torch.float64, device=device, requires_grad=True)
-    de_dr = torch.zeros((len(atoms), 3), dtype=torch.float64, device=device)
+    de_dr = torch.zeros((len(networks), len(atoms), 3), dtype=torch.float64, device=device)
     for first, stop in grid.chunks():
-        predicted = _ldos_tensor(model, grid.compute(first, stop, positions), network_dtype)
-        weight = torch.as_tensor(gradient[first:stop], device=device)
-        (grad,) = torch.autograd.grad((predicted * weight).sum(), positions)
-        de_dr += grad
+        descriptors = grid.compute(first, stop, positions)
+        for k, network in enumerate(networks):
+            predicted = _ldos_tensor(model, network, descriptors, network_dtype)
+            weight = torch.as_tensor(member_results[k][1][first:stop], device=device)
+            (grad,) = torch.autograd.grad((predicted * weight).sum(), positions, retain_graph=k < len(networks) - 1)
+            de_dr[k] += grad
     backward_seconds = time.perf_counter() - start
     forces = -comm.allreduce_sum(de_dr.cpu().numpy())
-    forces += ewald_forces(atoms.cell[:], atoms.positions, ionic.charges)
-    log.info("forces: %d atoms, %d local points; LDOS %.2f s, gradient %.2f s on this rank",
-             len(atoms), layout.n_local, forward_seconds, backward_seconds)
-    return comm.bcast((results.energies, forces))
+    forces += ewald_forces(atoms.cell[:], atoms.positions, ionic.charges)[None]
+    ood = None
+    if outside is not None:
+        totals = comm.allreduce_sum(np.array([np.count_nonzero(outside), layout.n_local], dtype=np.float64))
+        ood = {"fraction": float(totals[0] / totals[1]), "points": int(totals[0]), "n_points": int(totals[1])}
+    log.info("forces: %d atoms, %d local points, %d network(s); LDOS %.2f s, gradient %.2f s on this rank",
+             len(atoms), layout.n_local, len(networks), forward_seconds, backward_seconds)
+    return comm.bcast(MemberForces(energies=[r.energies for r, _ in member_results], forces=forces, out_of_range=ood))

@@ -25,8 +25,10 @@ import dataclasses
 import numpy as np
 import torch
 
-RANGE_MARGIN = 0.0
-"""Tolerance of the range check, as a fraction of each feature's training range (0: the exact range)."""
+RANGE_MARGIN = 1e-3
+"""Tolerance of the range check, as a fraction of each feature's training range: absorbs the rounding
+differences between descriptor backends and rank counts (else the training set's extreme points,
+recomputed, can fall just outside)."""
 
 COVERAGE_LEVELS = np.round(np.arange(0.0, 4.0001, 0.1), 10)
 """|z| levels (in sigma) at which calibration coverage curves are tabulated."""

@@ -15,12 +15,14 @@ from ..decomposition import GridLayout, process_grid
 from ..descriptors import SnapParams, compute_descriptors
 from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
 from ..io.output import check_output_path
-from ..forces import energy_and_forces
+from ..forces import member_energies_and_forces
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model
+from ..model.uncertainty import ensemble_mean_std
 from ..parallel import UserInputError, checked_on_root, fault_injection_point
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer
+from .ensemble_analysis import MemberAnalyses, out_of_range, warn_out_of_range
 from .ldos_analysis import (
     ElectronicSystem,
     analyse_ldos,
@@ -111,22 +113,25 @@ def descriptors_stage(system, layout, snap_params, backend, ckpt, comm):
     return descriptors
 
 
-def inference_stage(model, descriptors, layout, cfg, device, ckpt, comm):
-    """This brick's LDOS (n_local, n_e) float32, in slabs of x-planes; each slab checkpointed when enabled."""
+def inference_stage(model, descriptors, layout, cfg, device, ckpt, comm, member=None):
+    """This brick's LDOS (n_local, n_e) float32 of one network (``member``: see predict_ldos), in slabs of
+    x-planes; each slab checkpointed when enabled (stage ``ldos``, ``ldos_member<k>`` for an ensemble)."""
     ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
     n_chunks = cfg.output.checkpoint_chunks if ckpt else 1
     chunks = plane_chunks(layout.shape, -(-layout.shape[0] // n_chunks))
-    done = set(ckpt.done_chunks("ldos")) if ckpt else set()
-    bar = tqdm(total=layout.n_local, desc="LDOS inference (rank 0)", unit="pt", disable=not comm.is_root, mininterval=2.0)
+    stage = "ldos" if member is None else f"ldos_member{member}"
+    done = set(ckpt.done_chunks(stage)) if ckpt else set()
+    label = "LDOS inference (rank 0)" if member is None else f"LDOS inference, member {member + 1}/{model.n_members} (rank 0)"
+    bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not comm.is_root, mininterval=2.0)
     for chunk_id, box in enumerate(chunks):
         rows = brick_part_index(layout, box)
         offset = bar.n
-        saved = ckpt.read_chunk("ldos", chunk_id, layout) if chunk_id in done else None
+        saved = ckpt.read_chunk(stage, chunk_id, layout) if chunk_id in done else None
         if saved is None:
             saved = predict_ldos(model, descriptors[rows], cfg.model.batch_size, device,
-                                 progress=lambda n_done, total: bar.update(offset + n_done - bar.n))
+                                 progress=lambda n_done, total: bar.update(offset + n_done - bar.n), member=member)
             if ckpt:
-                ckpt.write_chunk("ldos", chunk_id, saved, layout, box, units="states/(eV Angstrom^3)")
+                ckpt.write_chunk(stage, chunk_id, saved, layout, box, units="states/(eV Angstrom^3)")
                 fault_injection_point("inference_chunk")
         ldos[rows] = saved.reshape(len(rows), -1)
         bar.update(offset + len(rows) - bar.n)
@@ -145,7 +150,7 @@ def run_predict(cfg, comm):
         layout = GridLayout.create(cfg.grid.shape, comm.size, comm.rank)
         device = select_device(cfg.model.device, comm)
         ckpt = open_checkpoint(cfg, setup, backend, comm)
-        if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)
+        if comm.is_root:  # until the output is complete, a .partial marks the run as unfinished
             Path(f"{cfg.output.file}.partial").touch()
     log.info(
         "%d atoms, grid %s on %d ranks (process grid %s), %d energies, T = %.1f K, %.3f electrons, device %s%s",
@@ -157,24 +162,36 @@ def run_predict(cfg, comm):
         descriptors = descriptors_stage(system, layout, setup.snap_params, backend, ckpt, comm)
     fault_injection_point("after_descriptors")
 
-    with timer.stage("inference"):
-        ldos = inference_stage(model, descriptors, layout, cfg, device, ckpt, comm)
-        del descriptors
-
-    with timer.stage("integrals"):
-        fault_injection_point("integrals")
-        results = analyse_ldos(ldos, system, layout, comm)
+    ood = out_of_range(model, descriptors, comm)
+    warn_out_of_range(ood, cfg.model.ood_warning_fraction)
+    analyses = MemberAnalyses(keep_ldos=cfg.output.write_ldos)
+    members = [None] if model.n_members == 1 else range(model.n_members)
+    for i, member in enumerate(members):  # the descriptors are shared; each member's LDOS is analysed in full
+        with timer.stage("inference"):
+            ldos = inference_stage(model, descriptors, layout, cfg, device, ckpt, comm, member)
+            if i == len(members) - 1:
+                del descriptors
+        with timer.stage("integrals"):
+            fault_injection_point("integrals")
+            analyses.add(analyse_ldos(ldos, system, layout, comm), ldos)
+        del ldos
+    results, uncertainty, ldos = analyses.finish(model.sigma_scale)
 
     forces = None
     if cfg.physics.forces:
         with timer.stage("forces"):
-            _, forces = energy_and_forces(system.atoms, model, cfg.grid.shape, system.ionic, system.temperature,
-                                          system.n_electrons, comm, setup.snap_params, device=device)
+            per_member = member_energies_and_forces(system.atoms, model, cfg.grid.shape, system.ionic,
+                                                    system.temperature, system.n_electrons, comm, setup.snap_params,
+                                                    device=device)
+            forces, forces_sigma = ensemble_mean_std(per_member.forces, model.sigma_scale)
+            if uncertainty is not None:
+                uncertainty.forces = forces_sigma
 
     with timer.stage("output"):
         write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
-                      forces=forces, model_file=str(cfg.model.file))
+                      forces=forces, uncertainty=uncertainty, out_of_range=ood, model_file=str(cfg.model.file))
     if ckpt:
         ckpt.remove()
-    print_summary(cfg, comm, system, layout, results, timer)
+    print_summary(cfg, comm, system, layout, results, timer, uncertainty=uncertainty, out_of_range=ood,
+                  ood_threshold=cfg.model.ood_warning_fraction)
     return results.energies
