@@ -81,3 +81,36 @@ def test_velocity_verlet_runs(model_file):
     assert np.abs(atoms.get_positions() - start).max() > 1e-4
     # total energy conserved to the size of a 1 fs step's error
     assert np.ptp(energies) < 1e-2 * max(1.0, np.abs(atoms.get_forces()).max())
+
+
+def test_ensemble_results_carry_the_spread(model_file, tmp_path):
+    """Two members: energy and forces are their means, the sigmas |a - b| / sqrt(2) (sample std of two)."""
+    import copy
+
+    from mldft_app.model.store import load_model
+    from mldft_app.model.uncertainty import DescriptorRange
+
+    single = load_model(model_file)
+    other = copy.deepcopy(single)
+    with torch.no_grad():
+        for p in other.network.parameters():
+            p.mul_(1.05)
+    save_model(tmp_path / "other.pt", other)
+    ensemble = copy.deepcopy(single)
+    ensemble.extra_networks = [copy.deepcopy(other.network)]
+    ensemble.descriptor_range = DescriptorRange(np.full(single.n_descriptors, -np.inf), np.full(single.n_descriptors, np.inf))
+    save_model(tmp_path / "ensemble.pt", ensemble)
+    results = []
+    for path in (model_file, tmp_path / "other.pt", tmp_path / "ensemble.pt"):
+        atoms = helper.displaced_al4()
+        atoms.calc = calculator(path)
+        atoms.get_forces()
+        results.append(atoms.calc.results)
+    a, b, both = results
+    assert "energy_std" not in a and "forces_std" not in a and "out_of_range_fraction" not in a
+    assert both["energy"] == pytest.approx((a["energy"] + b["energy"]) / 2, abs=1e-9)
+    assert both["energy_std"] == pytest.approx(abs(a["energy"] - b["energy"]) / np.sqrt(2), rel=1e-6, abs=1e-12)
+    assert both["energy_std"] > 0 and both["free_energy_std"] == both["energy_std"]
+    np.testing.assert_allclose(both["forces"], (a["forces"] + b["forces"]) / 2, atol=1e-9)
+    np.testing.assert_allclose(both["forces_std"], np.abs(a["forces"] - b["forces"]) / np.sqrt(2), atol=1e-9)
+    assert both["out_of_range_fraction"] == 0.0

@@ -3,8 +3,9 @@
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..forces import energy_and_forces
+from ..forces import member_energies_and_forces
 from ..model.store import load_model
+from ..model.uncertainty import ensemble_mean_std
 from ..parallel import Comm
 from ..structure import prepare_atoms, valence_electrons
 from ..tasks.ldos_analysis import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
@@ -51,6 +52,13 @@ class MldftCalculator(Calculator):
     Every rank must hold the same positions: use deterministic drivers, and let ASE's own parallel
     helpers (e.g. ``MaxwellBoltzmannDistribution``, which broadcasts from rank 0) set random
     velocities, or set them identically on every rank.
+
+    Uncertainty: with an ensemble model, ``energy`` and ``forces`` are the members' means and
+    ``results`` also holds ``energy_std`` (eV) and ``forces_std`` ((n_atoms, 3), eV/Angstrom), the
+    calibrated ensemble spread (:mod:`mldft_app.model.uncertainty`); a single network has no such
+    keys. With a model that stores its training descriptors' range, ``results["out_of_range_fraction"]``
+    is the fraction of grid points whose descriptors lie outside it. Each step then costs K network
+    passes and K LDOS analyses (the descriptors are shared).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -74,6 +82,7 @@ class MldftCalculator(Calculator):
         self.device = device
         self.chunk_points = chunk_points
         self.energy_terms = {}  # last breakdown (eV): fermi, band, minus_ts, hartree, xc, ewald, double_counting, total
+        self.energy_terms_std = {}  # ensembles: the sigma of each term (eV)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -84,10 +93,19 @@ class MldftCalculator(Calculator):
         n_electrons = valence_electrons(prepared, self.valence)
         system = ElectronicSystem(prepared, self.model.energies, self.temperature, n_electrons, ionic)
         check_electrons_match_ions(system)
-        energies, forces = energy_and_forces(
+        members = member_energies_and_forces(
             prepared, self.model, self.grid_shape, ionic, self.temperature, n_electrons, comm=self.comm,
             device=self.device, chunk_points=self.chunk_points,
         )
-        self.energy_terms = {name: float(value) for name, value in energies.items()}
+        scale = self.model.sigma_scale
+        terms = {name: ensemble_mean_std([e[name] for e in members.energies], scale) for name in members.energies[0]}
+        forces, forces_std = ensemble_mean_std(members.forces, scale)
+        self.energy_terms = {name: float(mean) for name, (mean, _) in terms.items()}
         total = self.energy_terms["total"]
         self.results = {"energy": total, "free_energy": total, "forces": np.array(forces)}
+        if forces_std is not None:
+            self.energy_terms_std = {name: float(sigma) for name, (_, sigma) in terms.items()}
+            self.results.update(energy_std=self.energy_terms_std["total"], free_energy_std=self.energy_terms_std["total"],
+                                forces_std=np.array(forces_std))
+        if members.out_of_range is not None:
+            self.results["out_of_range_fraction"] = members.out_of_range["fraction"]
