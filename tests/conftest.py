@@ -1,4 +1,4 @@
-"""Shared test helpers: paths to the repo, the shared data and the venv's MPI launcher."""
+"""Shared test helpers: paths to the repo, the shipped reference data and the venv's MPI launcher."""
 
 import os
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-AL32_DIR = SHARED / "data" / "al32_933"
+AL32_DIR = REPO / "tests" / "data" / "al32_933"  # the QE reference snapshot shipped with the tests
+AL32_FILES = ("scf.in", "scf.out", "pp.in", "scf_k4.in", "scf_k4.out", "cube_samples")
 MPIRUN = Path(sys.executable).parent / "mpirun"
 
 
@@ -33,11 +33,25 @@ def app_mpi(n_ranks, input_file, **kwargs):
     return run_mpi(n_ranks, [Path(sys.executable).parent / "mldft_app", input_file], **kwargs)
 
 
+def require_al32_file(name):
+    """Path of a file of the shipped Al32 snapshot; a missing reference file fails the test (never skips)."""
+    path = AL32_DIR / name
+    if not path.exists():
+        pytest.fail(f"reference data missing: {path} (tests/data/al32_933 ships with the repository)")
+    return path
+
+
 @pytest.fixture(scope="session")
-def al32_dir():
-    if not (AL32_DIR / "ldos_float32.npz").is_file():
-        pytest.skip(f"shared Al32 data not found at {AL32_DIR}")
-    return AL32_DIR
+def al32_dir(tmp_path_factory):
+    """The Al32 933 K QE snapshot in its original layout: scf.in/out, pp.in, cube_samples/ (links to
+    tests/data/al32_933) and ldos_float32.npz, decoded once from the shipped ldos_compressed.npz."""
+    from al32_data import write_decoded
+
+    target = tmp_path_factory.mktemp("al32_933")
+    for name in AL32_FILES:
+        (target / name).symlink_to(require_al32_file(name))
+    write_decoded(target / "ldos_float32.npz", require_al32_file("ldos_compressed.npz"))
+    return target
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import AL32_DIR, REPO, app_mpi
+from conftest import REPO, app_mpi, require_al32_file
 from mldft_app.datagen import md, qe_inputs
 from mldft_app.datagen.runner import qe_command, qe_environment
 from mldft_app.io.snapshot import open_snapshot
@@ -28,7 +28,7 @@ TINY = REPO / "inputs" / "datagen_al_tiny.yaml"
 
 
 def test_smearing_and_ldos_window_match_the_shared_snapshot():
-    # shared/data/al32_933/scf.in: degauss 0.00590927 Ry at 933 K; pp.in: -5 ... 12 eV by 0.1 -> 171 cubes
+    # tests/data/al32_933/scf.in: degauss 0.00590927 Ry at 933 K; pp.in: -5 ... 12 eV by 0.1 -> 171 cubes
     assert qe_inputs.degauss_ry(933.0) == pytest.approx(0.00590927, abs=1e-8)
     assert qe_inputs.ldos_energy_count(-5.0, 12.0, 0.1) == 171
     assert qe_inputs.ldos_energy_count(-4.0, 10.0, 1.0) == 15
@@ -45,9 +45,7 @@ def test_band_estimate_covers_the_window_of_the_shared_snapshot():
 
 
 def test_pw_input_round_trips_through_ase():
-    atoms = ase.io.read(AL32_DIR / "scf.in", format="espresso-in") if (AL32_DIR / "scf.in").is_file() else None
-    if atoms is None:
-        pytest.skip("shared data not found")
+    atoms = ase.io.read(require_al32_file("scf.in"), format="espresso-in")
     text = qe_inputs.pw_input(atoms, pseudopotential="/usr/share/espresso/pseudo/Al.pz-vbc.UPF", mass=26.98,
                               temperature=933.0, ecutwfc=20.0, ecutrho=None, kpoints=[2, 2, 2], nbnd=96,
                               conv_thr=1e-9, mixing_beta=0.3, fft_grid=[45, 45, 45])

@@ -1,7 +1,6 @@
 """LDOS -> DOS, Fermi level, density, band energy and -TS: analytic cases and the real Al32 QE data."""
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from mldft_app.ldos.weights import occupation_weights
 from mldft_app.parallel import Comm
 from mldft_app.units import BOHR_ANGSTROM, RYDBERG_EV, kelvin_to_ev
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "al32_933" / "ldos_float32.npz"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,10 +102,8 @@ def test_density_from_ldos_matches_weights_and_counts_electrons():
 
 
 @pytest.fixture(scope="module")
-def al32():
-    if not DATA.exists():
-        pytest.skip(f"shared Al32 LDOS data not found at {DATA}")
-    with np.load(DATA) as data:
+def al32(al32_dir):
+    with np.load(al32_dir / "ldos_float32.npz") as data:
         ldos_ry_bohr = data["ldos"]
         energies = np.asarray(data["energies_eV"], dtype=np.float64)
         cell_bohr = np.asarray(data["cell_bohr"], dtype=np.float64)
