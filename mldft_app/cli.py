@@ -57,8 +57,8 @@ def claimed_output(cfg):
     """The file (datagen: directory) a run of ``cfg`` writes, locked against a second run on it."""
     if cfg.task in ("predict", "postprocess"):
         return cfg.output.file
-    return {"convert": cfg.snapshot_file, "train": cfg.model_file, "evaluate": cfg.report_file,
-            "datagen": cfg.output_dir}[cfg.task]
+    key = {"convert": "snapshot_file", "train": "model_file", "evaluate": "report_file", "datagen": "output_dir"}[cfg.task]
+    return getattr(cfg, key)
 
 
 def read_input(path, restart):
