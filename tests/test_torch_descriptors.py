@@ -1,5 +1,6 @@
 """The torch descriptor backend against LAMMPS's global ``compute sna/grid`` (real LAMMPS, nothing mocked):
-twojmax 2-10, triclinic cells, bzeroflag, switchflag 0, rmin0, quadraticflag, float32, MPI bricks, CUDA."""
+twojmax 2-10, triclinic cells, bzeroflag, switchflag 0, rmin0, quadraticflag, float32, MPI bricks, CUDA;
+on the CPU both kernels, the compiled one (sna_cpu.cpp, built by bin/setup-env) and the pure torch one."""
 
 import importlib.util
 from pathlib import Path
@@ -10,7 +11,8 @@ import torch
 
 from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import BACKENDS, SnapParams, compute_descriptors
-from mldft_app.descriptors.torch_backend import compute_torch
+from mldft_app.descriptors import sna_cpu
+from mldft_app.descriptors.torch_backend import BrickDescriptors, compute_torch
 from mldft_app.descriptors.torch_neighbors import periodic_images
 from mldft_app.descriptors.torch_sna import bispectrum_triples, clebsch_gordan, sna_tables
 from mldft_app.parallel import Comm
@@ -23,6 +25,8 @@ helper = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helper)
 
 RTOL = 1e-10
+KERNELS = [pytest.param(True, id="compiled"), pytest.param(False, id="torch")]
+"""``native`` argument of compute_torch: the compiled CPU kernel, the pure torch path."""
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,14 +95,15 @@ def test_periodic_images_cover_cutoff_sphere():
 # --- agreement with LAMMPS ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("twojmax", [2, 6, 8, 10])
-def test_matches_lammps_sna_grid(twojmax):
+def test_matches_lammps_sna_grid(twojmax, native):
     atoms = helper.disordered_al()
     params = SnapParams(twojmax=twojmax)
     shape = (8, 8, 8) if twojmax < 10 else (8, 6, 5)
-    ours = torch_serial(atoms, shape, params)
+    ours = torch_serial(atoms, shape, params, native=native)
     err = error(ours, reference(atoms, shape, params))
-    print(f"twojmax {twojmax}: max column-relative difference to LAMMPS {err:.2e}")
+    print(f"twojmax {twojmax}, native {native}: max column-relative difference to LAMMPS {err:.2e}")
     assert err < RTOL
 
 
@@ -108,18 +113,20 @@ def test_matches_lammps_sna_grid(twojmax):
      dict(quadraticflag=1, bzeroflag=1), dict(rfac0=0.7, rcutfac=3.9, wj=0.8, radelem=0.6)],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
-def test_options_match_lammps(options):
+@pytest.mark.parametrize("native", KERNELS)
+def test_options_match_lammps(options, native):
     atoms = helper.disordered_al()
     params = SnapParams(twojmax=4, **options)
     shape = (6, 5, 4)
-    assert error(torch_serial(atoms, shape, params), reference(atoms, shape, params)) < RTOL
+    assert error(torch_serial(atoms, shape, params, native=native), reference(atoms, shape, params)) < RTOL
 
 
-def test_triclinic_matches_lammps():
+@pytest.mark.parametrize("native", KERNELS)
+def test_triclinic_matches_lammps(native):
     atoms = helper.disordered_al(cell=helper.triclinic_cell())
     params = SnapParams(twojmax=6)
     shape = (7, 6, 5)
-    assert error(torch_serial(atoms, shape, params), reference(atoms, shape, params)) < RTOL
+    assert error(torch_serial(atoms, shape, params, native=native), reference(atoms, shape, params)) < RTOL
 
 
 def test_registered_backend_equals_lammps_backend_and_chunking_is_invisible():
@@ -135,7 +142,8 @@ def test_registered_backend_equals_lammps_backend_and_chunking_is_invisible():
     np.testing.assert_allclose(chunked, ours, rtol=0, atol=1e-12 * np.abs(ours).max())
 
 
-def test_rotated_cell_and_atom_on_grid_point():
+@pytest.mark.parametrize("native", KERNELS)
+def test_rotated_cell_and_atom_on_grid_point(native):
     """A rotated (non lower-triangular) cell and an atom exactly on a grid point (skipped, as in LAMMPS)."""
     atoms = helper.disordered_al(cell=helper.triclinic_cell())
     atoms.positions[0] = np.array([2, 1, 3]) / np.array([6, 6, 5]) @ atoms.cell[:]
@@ -144,17 +152,54 @@ def test_rotated_cell_and_atom_on_grid_point():
     ref = reference(atoms, shape, params)
     rotated = atoms.copy()
     rotated.rotate(37.0, (1.0, 2.0, 0.5), rotate_cell=True)
-    assert error(torch_serial(rotated, shape, params), ref) < RTOL
+    assert error(torch_serial(rotated, shape, params, native=native), ref) < RTOL
 
 
-def test_float32_close():
+@pytest.mark.parametrize("native", KERNELS)
+def test_float32_close(native):
     atoms = helper.disordered_al()
     params = SnapParams(twojmax=8)
     shape = (6, 5, 4)
-    ours = torch_serial(atoms, shape, params, dtype=torch.float32)
+    ours = torch_serial(atoms, shape, params, dtype=torch.float32, native=native)
     err = error(ours, reference(atoms, shape, params))
-    print(f"float32: max column-relative difference to LAMMPS {err:.2e}")
+    print(f"float32, native {native}: max column-relative difference to LAMMPS {err:.2e}")
     assert err < 1e-4
+
+
+# --- the compiled CPU kernel ----------------------------------------------------------------------
+
+
+def test_compiled_kernel_is_built_and_current():
+    """bin/setup-env builds it; a missing or stale library would silently fall back to the slow path."""
+    usable, reason = sna_cpu.available()
+    assert usable, reason
+    assert sna_cpu.isa_level() in (0, 3, 4)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_compiled_kernel_equals_torch_kernel(dtype, tol):
+    """Partly filled SIMD blocks, chunks that split them, and grid points without any neighbour (vacuum)."""
+    atoms = helper.disordered_al(repeat=1, seed=5)
+    atoms.set_cell(atoms.cell[:] * np.array([[4.0], [1.0], [1.0]]))  # a slab: most of x is empty
+    params = SnapParams(twojmax=6, bzeroflag=1, quadraticflag=1)
+    layout = GridLayout.create((13, 3, 2), 1, 0)
+    reference_values = compute_torch(atoms, layout, params, Comm(), dtype=dtype, native=False)
+    grid = BrickDescriptors(atoms, layout, params, "cpu", dtype, native=True)
+    assert grid.kernel == "compiled"
+    lonely = np.all(np.abs(reference_values[:, : params.n_linear]) < 1e-12, axis=1)
+    assert lonely.any() and not lonely.all()  # bzeroflag: a point with no neighbour has B = 0
+    for size in (1, 17, layout.n_local):
+        ours = np.concatenate([grid.compute(a, b).to(torch.float64).numpy() for a, b in grid.chunks(size)])
+        np.testing.assert_allclose(ours, reference_values, rtol=0, atol=tol * np.abs(reference_values).max())
+
+
+def test_native_argument_is_checked():
+    atoms = helper.disordered_al(repeat=1)
+    layout = GridLayout.create((2, 2, 2), 1, 0)
+    with pytest.raises(ValueError, match="native"):
+        compute_torch(atoms, layout, SnapParams(twojmax=2), Comm(), native="yes")
+    with pytest.raises(ValueError, match="CPU only"):
+        BrickDescriptors(atoms, layout, SnapParams(twojmax=2), device="meta", native=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

@@ -5,7 +5,10 @@ communication: the atoms are replicated on every rank and only the periodic imag
 built (:mod:`.torch_neighbors`). Points are processed in chunks sized to a memory budget; for every
 chunk the neighbour pairs come from a cell list, the density expansion U_tot from the Wigner-U
 recursion over all pairs at once, and B from the Clebsch-Gordan contraction over all points at once
-(:mod:`.torch_sna`). Runs on CPU or CUDA (``device``), in float64 (default) or float32.
+(:mod:`.torch_sna`). Runs on CPU or CUDA (``device``), in float64 (default) or float32. On the CPU,
+when the compiled kernel (:mod:`.sna_cpu`, built by ``bin/setup-env``) is there, it does the
+neighbour search and the bispectrum of each chunk instead, with the same arithmetic and far faster;
+forces (a ``positions`` tensor) always take the torch path, which is differentiable.
 
 :class:`BrickDescriptors` does the same chunk by chunk and, given a ``positions`` tensor, keeps the
 autograd graph back to the atomic positions (used for forces, :mod:`mldft_app.forces`).
@@ -20,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from . import sna_cpu
 from .torch_neighbors import CellList, periodic_images
 from .torch_sna import SnaKernel
 
@@ -49,6 +53,8 @@ CPU_CHUNK_POINTS = 64
 """Grid points per chunk on CPU: small enough that a chunk's U_tot and Z stay in cache."""
 CPU_TERMS_PER_STEP = 2048
 """Z terms per vectorised step on CPU (a step's intermediates, terms x points, stay in L2)."""
+NATIVE_CHUNK_POINTS = 4096
+"""Grid points per chunk with the compiled CPU kernel (it makes no temporaries of the chunk's size)."""
 
 
 def _chunk_sizes(params, n_points, device, max_chunk_bytes, dtype):
@@ -71,7 +77,7 @@ def _chunk_sizes(params, n_points, device, max_chunk_bytes, dtype):
 
 def compute_torch(
     atoms, layout, params, comm, device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES,
-    chunk_points=None,
+    chunk_points=None, native="auto",
 ):
     """Backend ``"torch"``: see :func:`mldft_app.descriptors.compute_descriptors`.
 
@@ -86,26 +92,38 @@ def compute_torch(
         cache-sized and small).
     chunk_points : int, optional
         Grid points per chunk (overrides the budget's choice).
+    native : "auto", True or False
+        Use the compiled CPU kernel (:mod:`.sna_cpu`): "auto" when it is built and the device is the
+        CPU, True always (RuntimeError if it cannot be used), False never (the pure torch path).
 
     Returns
     -------
     ndarray (layout.n_local, params.n_components), float64, rows in ``layout.local_indices()`` order.
     """
     start_time = time.perf_counter()
-    grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points)
+    grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
     result = np.empty((layout.n_local, params.n_components), dtype=np.float64)
-    for first, stop in grid.chunks():
+    for first, stop in grid.chunks(grid.forward_chunk_points):
         result[first:stop] = grid.compute(first, stop).to(torch.float64).cpu().numpy()
     seconds = time.perf_counter() - start_time
     slowest = comm.allreduce_max(seconds)
     n_points = int(np.prod(layout.shape))
     log.info(
-        "SNAP descriptors (torch on %s, %s, twojmax %d, %d components): %d atoms, grid %s, %d local points; "
-        "%.2f s on this rank, slowest rank %.2f s (%.3g ms per grid point per rank)",
-        grid.device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components, len(atoms), layout.shape,
-        layout.n_local, seconds, slowest, 1e3 * slowest * comm.size / max(n_points, 1),
+        "SNAP descriptors (torch backend, %s kernel on %s, %s, twojmax %d, %d components): %d atoms, grid %s, "
+        "%d local points; %.2f s on this rank, slowest rank %.2f s (%.3g ms per grid point per rank)",
+        grid.kernel, grid.device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components, len(atoms),
+        layout.shape, layout.n_local, seconds, slowest, 1e3 * slowest * comm.size / max(n_points, 1),
     )
     return result
+
+
+_NOTED = set()
+
+
+def _note_once(message):
+    if message not in _NOTED:
+        _NOTED.add(message)
+        log.info(message)
 
 
 class BrickDescriptors:
@@ -118,12 +136,16 @@ class BrickDescriptors:
     ----------
     device : torch.device
     chunk_points : int
-        Grid points per chunk.
+        Grid points per chunk (sized for the torch path, which differentiable chunks always take).
+    forward_chunk_points : int
+        Grid points per chunk when no gradient is needed (larger with the compiled kernel).
+    kernel : str
+        "compiled" (:mod:`.sna_cpu`) or "torch": what computes the chunks without ``positions``.
     """
 
     def __init__(
         self, atoms, layout, params, device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES,
-        chunk_points=None,
+        chunk_points=None, native="auto",
     ):
         if len(atoms) == 0:
             raise ValueError("no atoms: the SNAP descriptors need at least one atom")
@@ -134,10 +156,24 @@ class BrickDescriptors:
         cell = np.asarray(atoms.cell[:], dtype=np.float64)
         if abs(np.linalg.det(cell)) < 1e-12 * max(np.abs(cell).max(), 1.0) ** 3:
             raise ValueError(f"cell {cell.tolist()} (Angstrom) is degenerate; the descriptors need a periodic cell")
+        if native not in ("auto", True, False):
+            raise ValueError(f"native must be 'auto', True or False, got {native!r}")
         self.device = resolve_device(device)
         self.n_local = layout.n_local
         self.n_atoms = len(atoms)
-        self.chunk_points = 1
+        self.chunk_points = self.forward_chunk_points = 1
+        self._native = None
+        if self.device.type == "cpu" and native is not False:
+            usable, reason = sna_cpu.available()
+            if usable:
+                self._native = sna_cpu.CpuSnaKernel(params, dtype)
+            elif native is True:
+                raise RuntimeError(f"the compiled SNAP kernel was requested but {reason}")
+            else:
+                _note_once(f"SNAP descriptors: torch kernel on the CPU ({reason})")
+        elif native is True:
+            raise ValueError(f"the compiled SNAP kernel runs on the CPU only, the device is {self.device}")
+        self.kernel = "torch" if self._native is None else "compiled"
         if not self.n_local:
             return
         shape = np.asarray(layout.shape, dtype=np.float64)
@@ -146,17 +182,18 @@ class BrickDescriptors:
         images, owners = periodic_images(cell, atoms.positions, lo, hi, params.cutoff, return_atoms=True)
         self._cells = CellList(images, params.cutoff, self.device, dtype, owners=owners)
         self.chunk_points, max_terms = _chunk_sizes(params, layout.n_local, self.device, max_chunk_bytes, dtype)
+        self.forward_chunk_points = self.chunk_points if self._native is None else NATIVE_CHUNK_POINTS
         if chunk_points is not None:
-            self.chunk_points = int(chunk_points)
+            self.chunk_points = self.forward_chunk_points = int(chunk_points)
         self._kernel = SnaKernel(params, self.device, dtype, max_terms=max_terms)
         indices = layout.local_indices()
         points = grid_positions(cell, layout.shape, indices)
         self._points = torch.as_tensor(points, dtype=torch.float64, device=self.device)
 
-    def chunks(self):
-        """(first, stop) row ranges of the chunks, covering 0..n_local."""
-        starts = range(0, self.n_local, self.chunk_points)
-        return [(first, min(first + self.chunk_points, self.n_local)) for first in starts]
+    def chunks(self, size=None):
+        """(first, stop) row ranges of chunks of ``size`` points (default ``chunk_points``), covering 0..n_local."""
+        size = self.chunk_points if size is None else int(size)
+        return [(first, min(first + size, self.n_local)) for first in range(0, self.n_local, size)]
 
     def compute(self, first, stop, positions=None):
         """Descriptors of local rows first..stop-1: tensor (stop - first, n_components) in ``dtype``.
@@ -174,16 +211,20 @@ class BrickDescriptors:
                 raise ValueError(f"positions must have shape ({self.n_atoms}, 3), got {tuple(positions.shape)}")
             displacements = positions - positions.detach()  # zero values, identity gradient
         chunk = self._points[first:stop]
+        if positions is None and self._native is not None:
+            return self._kernel.descriptors(self._native.bispectrum(chunk, self._cells))
         delta, pair_point = self._cells.pairs(chunk, displacements)
         utot = self._kernel.ulisttot(delta, pair_point, len(chunk))
         return self._kernel.descriptors(self._kernel.bispectrum(utot))
 
 
-def make_torch_backend(device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None):
+def make_torch_backend(
+    device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None, native="auto"
+):
     """A backend function with fixed settings, for :func:`~mldft_app.descriptors.register_backend`."""
 
     def backend(atoms, layout, params, comm):
-        return compute_torch(atoms, layout, params, comm, device, dtype, max_chunk_bytes, chunk_points)
+        return compute_torch(atoms, layout, params, comm, device, dtype, max_chunk_bytes, chunk_points, native)
 
     return backend
 

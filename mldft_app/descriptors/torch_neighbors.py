@@ -96,6 +96,18 @@ class CellList:
     def _flat_bins(self, coords):
         return np.ravel_multi_index(coords.T, self.n_bins) if len(coords) else np.zeros(0, dtype=np.int64)
 
+    def native_arrays(self):
+        """The binning as contiguous CPU arrays for the compiled kernel (:mod:`.sna_cpu`): positions
+        (m, 3) float64 tensor, starts and counts (n_bins,) int64 tensors, n_bins (3,) int64, origin and
+        bin_size (3,) float64 NumPy arrays."""
+        if self.device.type != "cpu":
+            raise ValueError(f"the compiled kernel needs a CPU cell list, this one is on {self.device}")
+        return (
+            self.positions.contiguous(), self.starts.to(torch.int64).contiguous(),
+            self.counts.to(torch.int64).contiguous(), np.ascontiguousarray(self.n_bins, dtype=np.int64),
+            np.ascontiguousarray(self.origin, dtype=np.float64), np.ascontiguousarray(self.bin_size, dtype=np.float64),
+        )
+
     def pairs(self, points, displacements=None):
         """Neighbour pairs of ``points`` (tensor (p, 3), float64, Angstrom, on ``device``).
 
