@@ -83,7 +83,9 @@ def setup_logging(comm, verbose):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="mldft_app", description="ML-DFT surrogate: run the task described by an input YAML file.")
+    parser = argparse.ArgumentParser(prog="mldft_app", description="ML-DFT surrogate: run the task described by an input YAML file.",
+                                     epilog="On finished outputs: mldft_app plot OUTPUT.h5 (PNG pictures), mldft_app merge OUTPUT.h5 "
+                                            "(one plain file from a per-rank output).")
     parser.add_argument("input", nargs="?", help="input YAML file (see inputs/ and docs/input_reference.md)")
     parser.add_argument("--restart", action="store_true", help="resume from the run's checkpoint if it matches the inputs (sets output.restart: auto)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on rank 0")
@@ -96,7 +98,12 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("plot", "merge"):  # commands on finished output files
+        from .commands import run_command
+
+        return run_command(argv[0], argv[1:])
+    args = parse_args(argv)
     if args.input_reference:
         from .config import reference_markdown
 

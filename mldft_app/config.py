@@ -107,6 +107,7 @@ class OutputConfig:
     checkpoint_chunks: int = option(8, doc="with restart: auto, the LDOS inference is checkpointed in this many slabs of x-planes", minimum=1)
     xdmf: bool = option(True, doc="write an XDMF sidecar (<file>.xdmf) so ParaView/VisIt open the density")
     cube: bool = option(False, doc="also export the density as a Gaussian cube file (<file>.density.cube, bohr and electrons/bohr^3; written by rank 0)")
+    plots: bool = option(False, doc="also draw PNGs beside the output (rank 0, matplotlib): <stem>.dos.png (DOS, occupied part shaded, Fermi level) and <stem>.density.png (density on three lattice planes with the atoms; an ensemble's sigma too); mldft_app plot OUTPUT.h5 draws them later")
     compression: str = option("none", doc="compression of the grid fields (density, LDOS): none or gzip (works with parallel HDF5's collective writes)", choices=("none", "gzip"))
     parallel_io: str = option("auto", doc="several ranks: mpio = one file written collectively; virtual = one file per rank joined by HDF5 virtual datasets; auto = mpio if h5py has MPI", choices=("auto", "mpio", "virtual"))
 

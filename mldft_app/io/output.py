@@ -22,6 +22,7 @@ import numpy as np
 from .. import __version__
 from ..parallel import UserInputError, shorten
 from ..units import CONSTANTS
+from .plots import plot_paths
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def result_files(output_cfg, n_ranks, explicit_geometry=False):
             files["output.file's XDMF geometry file"] = xdmf.with_name(xdmf.name + ".geometry.h5")
     if output_cfg.cube:
         files["output.file's density cube"] = path.with_name(path.name + ".density.cube")
+    if output_cfg.plots:
+        files.update({f"output.file's {kind} picture": png for kind, png in plot_paths(path).items()})
     if n_ranks > 1 and output_cfg.parallel_io != "mpio" and not (output_cfg.parallel_io == "auto" and h5py.get_config().mpi):
         for rank in range(n_ranks):
             files[f"output.file's rank file {rank}"] = rank_file_path(path, rank)

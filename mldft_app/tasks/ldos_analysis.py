@@ -19,6 +19,7 @@ from ..energy.xc import functional_from_qe
 from ..parallel import UserInputError
 from ..io.output import OutputFile, write_decomposition, write_structure
 from ..io.cube import write_cube
+from ..io.plots import plot_output
 from ..io.xdmf import write_xdmf
 from ..ldos import integrals
 from ..timing import format_table
@@ -151,6 +152,8 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
             density = h5["density"][()]
         write_cube(f"{cfg.output.file}.density.cube", system.atoms, density * BOHR_ANGSTROM**3,
                    comment="mldft_app density, electrons/bohr^3")
+    if cfg.output.plots and comm.is_root:
+        plot_output(cfg.output.file)
 
 
 SIGMA_NOTE = "ensemble spread: sample std over the members x sigma_scale (calibration factor of the model)"
