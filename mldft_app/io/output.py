@@ -80,23 +80,20 @@ def xdmf_sidecar(path):
     return path.with_name(path.name + ".xdmf") if path.suffix.lower() == ".xdmf" else path.with_suffix(".xdmf")
 
 
-def result_files(output_cfg, n_ranks, explicit_geometry=False):
+def result_files(output_cfg, n_ranks):
     """Every file a predict/postprocess run writes, {description: Path} (the checkpoint excepted).
 
     Parameters
     ----------
     output_cfg : config.OutputConfig
     n_ranks : int
-    explicit_geometry : bool
-        The XDMF sidecar carries a geometry file (non-orthogonal cells).
     """
     path = Path(output_cfg.file)
     files = {"output.file": path, "output.file's temporary file": partial_path(path)}
     if output_cfg.xdmf:
         xdmf = xdmf_sidecar(path)
         files["output.file's XDMF sidecar"] = xdmf
-        if explicit_geometry:
-            files["output.file's XDMF geometry file"] = xdmf.with_name(xdmf.name + ".geometry.h5")
+        files["output.file's XDMF geometry file"] = xdmf.with_name(xdmf.name + ".geometry.h5")
     if output_cfg.cube:
         files["output.file's density cube"] = path.with_name(path.name + ".density.cube")
     if output_cfg.plots:

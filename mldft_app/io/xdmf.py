@@ -5,13 +5,14 @@ file, so the two files may be moved together. Grid point (i, j, k) sits at
 ``origin + i/nx a + j/ny b + k/nz c`` (Angstrom), the convention of the descriptor stage; the values
 are point (node) data, and the periodic images at fractional coordinate 1 are not repeated.
 
-Axis order: our datasets are C-ordered (nx, ny, nz), z fastest. XDMF lists structured dimensions and
-the ORIGIN_DXDYDZ values slowest axis first, so both are written in our (x, y, z) array order and
-each axis gets its own spacing. Viewers that name axes by XDMF's convention (the fastest axis is X)
-show the cell's c axis as their X; lengths and distances are right, the labels of a and c are
-swapped (a mirror image of the cell). With ``explicit_geometry=True`` (always used for
-non-orthogonal cells) every point's Cartesian position is written instead (3DSMesh, XYZ), which is
-exact in any viewer but costs 12 bytes per grid point in a geometry sidecar HDF5 file.
+Axis order: our datasets are C-ordered (nx, ny, nz), z fastest, and XDMF takes the fastest axis of a
+structured grid as its X (Dimensions are listed Z Y X), as do its readers (VTK's vtkXdmfReader behind
+ParaView, VisIt's). A 3DCoRectMesh (origin and
+spacings only) would therefore show the cell's c axis along the viewer's x: a mirror image of the cell.
+So every grid point's Cartesian position is written (3DSMesh, XYZ, float32 Angstrom, 12 bytes per
+point in the geometry file ``<xdmf>.geometry.h5``) and each value sits at its true position, x along
+a, for any cell, orthogonal or not (tests/test_xdmf.py reads the files back with VTK's vtkXdmfReader).
+The structured grid's own i, j, k index directions are then c, b, a.
 No MPI: call it on one rank after the output file is complete.
 """
 
@@ -22,7 +23,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..structure import is_orthogonal
 
 XDMF_TYPES = {"f": "Float", "i": "Int", "u": "UInt"}
 
@@ -85,7 +85,7 @@ def write_geometry(path, cell, shape, origin=(0.0, 0.0, 0.0), dataset="xyz"):
     os.replace(tmp, path)
 
 
-def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0), explicit_geometry=None, name="grid"):
+def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0), name="grid"):
     """Write an XDMF 3 file describing grid datasets of ``h5_path`` on the real-space grid.
 
     Parameters
@@ -103,9 +103,8 @@ def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0)
         Grid (nx, ny, nz).
     origin : array_like, shape (3,)
         Position of grid point (0, 0, 0), Angstrom.
-    explicit_geometry : bool or None
-        Write every point's position (3DSMesh) to ``<xdmf_path>.geometry.h5``; None = only when the cell
-        is not orthogonal.
+
+    Every point's position goes to ``<xdmf_path>.geometry.h5`` (see the module docstring).
 
     Returns
     -------
@@ -114,27 +113,16 @@ def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0)
     h5_path, xdmf_path = Path(h5_path), Path(xdmf_path)
     shape = tuple(int(n) for n in shape)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-    if explicit_geometry is None:
-        explicit_geometry = not is_orthogonal(cell)
-    if not explicit_geometry and not is_orthogonal(cell):
-        raise ValueError("a 3DCoRectMesh needs an orthogonal cell; use explicit_geometry=True")
     base = xdmf_path.resolve().parent
 
     root = ET.Element("Xdmf", Version="3.0")
     domain = ET.SubElement(root, "Domain")
     grid = ET.SubElement(domain, "Grid", Name=name, GridType="Uniform")
-    if explicit_geometry:
-        geometry_file = xdmf_path.with_name(xdmf_path.name + ".geometry.h5")
-        write_geometry(geometry_file, cell, shape, origin)
-        ET.SubElement(grid, "Topology", TopologyType="3DSMesh", Dimensions=_dims(shape))
-        geometry = ET.SubElement(grid, "Geometry", GeometryType="XYZ")
-        _data_item(geometry, (int(np.prod(shape)), 3), np.float32, f"{os.path.relpath(geometry_file, base)}:/xyz")
-    else:
-        ET.SubElement(grid, "Topology", TopologyType="3DCoRectMesh", Dimensions=_dims(shape))
-        geometry = ET.SubElement(grid, "Geometry", GeometryType="ORIGIN_DXDYDZ")
-        spacing = np.diag(cell) / np.asarray(shape)
-        _data_item(geometry, (3,), np.float64, " ".join(repr(float(v)) for v in origin), fmt="XML")
-        _data_item(geometry, (3,), np.float64, " ".join(repr(float(v)) for v in spacing), fmt="XML")
+    geometry_file = xdmf_path.with_name(xdmf_path.name + ".geometry.h5")
+    write_geometry(geometry_file, cell, shape, origin)
+    ET.SubElement(grid, "Topology", TopologyType="3DSMesh", Dimensions=_dims(shape))
+    geometry = ET.SubElement(grid, "Geometry", GeometryType="XYZ")
+    _data_item(geometry, (int(np.prod(shape)), 3), np.float32, f"{os.path.relpath(geometry_file, base)}:/xyz")
 
     relative = os.path.relpath(h5_path.resolve(), base)
     with h5py.File(h5_path, "r") as h5:
