@@ -1,4 +1,4 @@
-"""The shipped 933 K model against Quantum ESPRESSO on a configuration it never saw (the shared Al32 snapshot).
+"""The shipped 933 K model against Quantum ESPRESSO on a configuration it never saw (the Al32 QE snapshot in tests/data/al32_933).
 
 Independent of the model's energy grid: predict starts from the structure (scf.in), computes the
 descriptors with LAMMPS, the LDOS with the network and the total energy with our energy terms; the
