@@ -193,6 +193,17 @@ def test_compiled_kernel_equals_torch_kernel(dtype, tol):
         np.testing.assert_allclose(ours, reference_values, rtol=0, atol=tol * np.abs(reference_values).max())
 
 
+def test_compiled_kernel_threads_give_the_same_numbers():
+    """compute_torch spreads the compiled kernel's chunks over torch's threads; each point is computed alike."""
+    atoms = helper.disordered_al(repeat=1, seed=4)
+    params = SnapParams(twojmax=4)
+    layout = GridLayout.create((7, 5, 3), 1, 0)
+    serial = compute_torch(atoms, layout, params, Comm(), "cpu", native=True)
+    torch.set_num_threads(3)  # restored by the one_torch_thread fixture
+    threaded = compute_torch(atoms, layout, params, Comm(), "cpu", native=True)
+    np.testing.assert_array_equal(threaded, serial)
+
+
 def test_native_argument_is_checked():
     atoms = helper.disordered_al(repeat=1)
     layout = GridLayout.create((2, 2, 2), 1, 0)

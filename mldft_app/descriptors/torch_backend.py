@@ -19,6 +19,7 @@ triclinic cells, switchflag, bzeroflag, rmin0 and quadraticflag.
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -94,7 +95,8 @@ def compute_torch(
         Grid points per chunk (overrides the budget's choice).
     native : "auto", True or False
         Use the compiled CPU kernel (:mod:`.sna_cpu`): "auto" when it is built and the device is the
-        CPU, True always (RuntimeError if it cannot be used), False never (the pure torch path).
+        CPU, True always (RuntimeError if it cannot be used), False never (the pure torch path). On a
+        single rank the compiled kernel runs on ``torch.get_num_threads()`` threads, else on one.
 
     Returns
     -------
@@ -103,8 +105,21 @@ def compute_torch(
     start_time = time.perf_counter()
     grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
     result = np.empty((layout.n_local, params.n_components), dtype=np.float64)
-    for first, stop in grid.chunks(grid.forward_chunk_points):
+
+    def fill(bounds):
+        first, stop = bounds
         result[first:stop] = grid.compute(first, stop).to(torch.float64).cpu().numpy()
+
+    # A single rank spreads the compiled kernel's chunks over torch's threads (ctypes releases the GIL);
+    # ranks of a parallel run (one per core, as a rule) use one thread each. torch threads its own path.
+    threads = torch.get_num_threads() if grid.kernel == "compiled" and comm.size == 1 else 1
+    if threads > 1 and layout.n_local > 1:
+        size = min(grid.forward_chunk_points, -(-layout.n_local // threads))
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, grid.chunks(size)))
+    else:
+        for bounds in grid.chunks(grid.forward_chunk_points):
+            fill(bounds)
     seconds = time.perf_counter() - start_time
     slowest = comm.allreduce_max(seconds)
     n_points = int(np.prod(layout.shape))
