@@ -267,6 +267,7 @@ class EvaluateInput:
         {}, doc="UPF file per element for the total energy; empty = no total energy", path=True
     )
     forces: bool = option(False, doc="also compare the model's forces (torch descriptors, autograd; needs pseudopotentials) with each snapshot's reference forces (pw.x's, stored by convert)")
+    calibrated_model_file: typing.Optional[str] = option(None, doc="ensembles: fit the calibration factor of the ensemble spread on these data (total-energy errors; else band energy) and write a copy of the model with it here; null = none", path=True)
     overwrite: bool = option(False, doc="replace existing report files")
 
 

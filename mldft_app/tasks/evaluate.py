@@ -23,21 +23,25 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from ase import Atoms
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
-from ..forces import energy_and_forces
-from ..io.output import check_output_path
+from ..forces import member_energies_and_forces
+from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
 from ..model.inference import predict_ldos, select_device
-from ..model.store import load_model
+from ..model.store import load_model, save_model
+from ..model.uncertainty import ensemble_mean_std
 from ..parallel import UserInputError, checked_on_root
 from ..structure import prepare_atoms
 from ..timing import StageTimer, format_table
+from . import evaluate_calibration as calibration
 from . import evaluate_references
+from .ensemble_analysis import MemberAnalyses
 from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,11 @@ class Comparison:
     ml, dft : dict of str to float
         The analysis energies of each LDOS, eV (keys as in analyse_ldos), plus ``electrons``.
     dos_ml, dos_dft : ndarray (n_e,), states/eV
+    sigmas : dict of str to float
+        Ensembles: the sigma of each error of :data:`.evaluate_calibration.ENERGY_SIGMAS` (same keys
+        and units); empty for a single network.
+    density_coverage : dict or None
+        Ensembles: :func:`.evaluate_calibration.density_coverage` of the density.
     """
 
     errors: dict
@@ -67,11 +76,17 @@ class Comparison:
     dft: dict
     dos_ml: np.ndarray
     dos_dft: np.ndarray
+    sigmas: dict = dataclasses.field(default_factory=dict)
+    density_coverage: Optional[dict] = None
 
 
-def compare_ldos(ldos_ml, ldos_dft, system, layout, comm):
-    """Analyse both LDOS of this rank's brick, (n_local, n_e) each, and compare them (collective)."""
-    ml = analyse_ldos(ldos_ml, system, layout, comm)
+def compare_ldos(ldos_ml, ldos_dft, system, layout, comm, ml=None, uncertainty=None):
+    """Analyse both LDOS of this rank's brick, (n_local, n_e) each, and compare them (collective).
+
+    ``ml``: the ML LdosResults when already analysed (an ensemble's mean, with its ``uncertainty``,
+    whose sigmas are then attached to the comparison).
+    """
+    ml = analyse_ldos(ldos_ml, system, layout, comm) if ml is None else ml
     dft = analyse_ldos(ldos_dft, system, layout, comm)
     diff = np.asarray(ldos_ml, dtype=np.float64) - np.asarray(ldos_dft, dtype=np.float64)
     n_values = float(np.prod(layout.shape)) * diff.shape[1]
@@ -91,11 +106,16 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, comm):
     for term in ENERGY_TERMS:
         if term in dft.energies:
             errors[f"{term}_meV_per_atom"] = 1000.0 * (ml.energies[term] - dft.energies[term]) / n_atoms
+    sigmas, coverage = {}, None
+    if uncertainty is not None:
+        sigmas = {k: v for k, v in calibration.snapshot_sigmas(uncertainty, n_atoms).items() if k in errors}
+        coverage = calibration.density_coverage(ml.density, dft.density, uncertainty.density, comm)
     return Comparison(
         errors=errors,
         ml={**{k: float(v) for k, v in ml.energies.items()}, "electrons": float(ml.electrons_from_density)},
         dft={**{k: float(v) for k, v in dft.energies.items()}, "electrons": float(dft.electrons_from_density)},
         dos_ml=np.asarray(ml.dos, dtype=float), dos_dft=np.asarray(dft.dos, dtype=float),
+        sigmas=sigmas, density_coverage=coverage,
     )
 
 
@@ -110,12 +130,22 @@ def report_paths(cfg):
     return report, report.with_suffix(".json"), plot
 
 
+def calibration_plot_path(cfg):
+    """The calibration plot of an ensemble: ``<plot stem>_calibration.png`` beside the plot."""
+    plot = report_paths(cfg)[2]
+    return plot.with_name(f"{plot.stem}_calibration.png")
+
+
 def preflight(cfg):
     """Output paths, the model, and every snapshot's compatibility with it (rank 0, before heavy work)."""
     for path in report_paths(cfg):
         check_output_path(path, cfg.overwrite)
     if len(set(report_paths(cfg))) != 3:
         raise UserInputError("plot_file must differ from report_file and its .json")
+    inputs = {"model.file": cfg.model.file, **{f"snapshots[{i}]": p for i, p in enumerate(cfg.snapshots)},
+              **{f"references[{i}]": p for i, p in enumerate(cfg.references)},
+              **{f"pseudopotentials.{el}": p for el, p in cfg.pseudopotentials.items()}}
+    check_inputs_are_not_outputs(inputs, dict(zip(("report_file", "report_file's JSON", "plot_file"), report_paths(cfg))))
     if cfg.forces and not cfg.pseudopotentials:
         raise UserInputError("forces: true needs pseudopotentials (the forces are those of the total energy)")
     if not cfg.snapshots and not cfg.references:
@@ -123,6 +153,13 @@ def preflight(cfg):
     if cfg.references and not cfg.pseudopotentials:
         raise UserInputError("references need pseudopotentials (they are compared by total energy)")
     model = load_model(cfg.model.file)
+    if model.n_members > 1:
+        check_output_path(calibration_plot_path(cfg), cfg.overwrite)
+    if cfg.calibrated_model_file:
+        if model.n_members == 1:
+            raise UserInputError(f"calibrated_model_file: the model {cfg.model.file} is a single network (no spread to "
+                                 "calibrate); train an ensemble (training.ensemble_size)")
+        check_output_path(cfg.calibrated_model_file, cfg.overwrite)
     for path in cfg.snapshots:
         snapshot_setup(cfg, path, model)
     return evaluate_references.read_references(cfg, model) if cfg.references else []
@@ -174,32 +211,46 @@ def run_evaluate(cfg, comm):
             with timer.stage("descriptors"):
                 params = SnapParams.from_dict(model.descriptor_params)
                 descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=cfg.descriptor_backend)
-        with timer.stage("inference"):
-            ldos_ml = predict_ldos(model, descriptors, cfg.model.batch_size, device)
-            del descriptors
+        analyses = MemberAnalyses(keep_ldos=True)
+        members = [None] if model.n_members == 1 else range(model.n_members)
+        for member in members:  # the descriptors are shared; each member's LDOS is analysed in full
+            with timer.stage("inference"):
+                ldos_ml = predict_ldos(model, descriptors, cfg.model.batch_size, device, member=member)
+            with timer.stage("analysis"):
+                analyses.add(analyse_ldos(ldos_ml, system, layout, comm), ldos_ml)
+            del ldos_ml
+        del descriptors
+        ml, uncertainty, ldos_ml = analyses.finish(model.sigma_scale)
         with timer.stage("analysis"):
-            comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, comm)
-        del ldos_ml, ldos_dft
-        forces = None
+            comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, comm, ml=ml, uncertainty=uncertainty)
+        del ldos_ml, ldos_dft, analyses, ml, uncertainty
+        forces = forces_sigma = None
         if cfg.forces:
             with timer.stage("forces"):
-                _, forces = energy_and_forces(system.atoms, model, grid_shape, system.ionic, system.temperature,
-                                              system.n_electrons, comm, device=device)
+                per_member = member_energies_and_forces(system.atoms, model, grid_shape, system.ionic,
+                                                        system.temperature, system.n_electrons, comm, device=device)
+                forces, forces_sigma = ensemble_mean_std(per_member.forces, model.sigma_scale)
         add_reference_errors(comparison, len(system.atoms), reference, forces, reference_forces)
         results.append(dict(file=str(path), n_atoms=len(system.atoms), temperature=system.temperature,
                             grid=list(grid_shape), energies=system.energies, reference=reference,
-                            comparison=comparison, forces=forces, reference_forces=reference_forces))
+                            comparison=comparison, forces=forces, reference_forces=reference_forces,
+                            forces_sigma=forces_sigma))
         log.info("%s: %s", path, ", ".join(f"{k} {v:.4g}" for k, v in comparison.errors.items()))
     reference_rows = []
     for reference in references:
         with timer.stage("references"):
-            energy, forces = evaluate_references.predict_reference(
+            member_energies, member_forces = evaluate_references.predict_reference_members(
                 reference, model, tuple(cfg.reference_grid), cfg.descriptor_backend, cfg.model.batch_size, cfg.forces,
                 device, comm)
+        energy, energy_std = ensemble_mean_std(member_energies, model.sigma_scale)
+        forces = None if member_forces is None else ensemble_mean_std(member_forces, model.sigma_scale)[0]
+        errors = evaluate_references.reference_errors(reference, float(energy), forces)
+        if energy_std is not None:
+            errors["total_sigma_meV_per_atom"] = 1000.0 * float(energy_std) / len(reference.system.atoms)
         reference_rows.append(dict(label=reference.label, group=reference.group,
-                                   temperature=reference.system.temperature, energy_ml=energy,
-                                   energy_reference=reference.energy,
-                                   errors=evaluate_references.reference_errors(reference, energy, forces)))
+                                   temperature=reference.system.temperature, energy_ml=float(energy),
+                                   energy_std=None if energy_std is None else float(energy_std),
+                                   energy_reference=reference.energy, errors=errors))
         log.info("%s: %s", reference.label, ", ".join(f"{k} {v:.4g}" for k, v in reference_rows[-1]["errors"].items()))
     names, seconds, memory = timer.gather(comm)
     if comm.is_root:
@@ -212,14 +263,37 @@ def run_evaluate(cfg, comm):
                 stats = evaluate_references.group_statistics(reference_rows)
                 text += "\n" + "\n".join(evaluate_references.markdown_section(reference_rows, stats))
                 numbers_json.update(references=reference_rows, reference_groups=stats)
+            if model.n_members > 1:
+                text += "\n" + "\n".join(uncertainty_report(cfg, model, results, reference_rows, numbers_json))
             report.write_text(text)
             numbers.write_text(json.dumps(numbers_json, indent=1))
             if results:
                 write_plot(plot, results)
         print(text)
-        print(f"report: {report}\nnumbers: {numbers}" + (f"\nplot: {plot}" if results else ""))
+        print(f"report: {report}\nnumbers: {numbers}" + (f"\nplot: {plot}" if results else "")
+              + (f"\ncalibration plot: {calibration_plot_path(cfg)}" if model.n_members > 1 else ""))
         print(format_table(names, seconds, memory))
     return [r["comparison"] for r in results]
+
+
+def uncertainty_report(cfg, model, results, reference_rows, numbers_json):
+    """Rank 0, ensembles: the calibration table (Markdown lines, also put into ``numbers_json``), the
+    calibration plot and, with calibrated_model_file, the model copy with the refitted factor."""
+    table = calibration.calibration_table(results, reference_rows)
+    fitted = None
+    if cfg.calibrated_model_file:
+        try:
+            scale, basis = calibration.fit_scale(results, reference_rows, model.sigma_scale)
+        except ValueError as err:
+            raise UserInputError(f"calibrated_model_file: {err}") from None
+        save_model(cfg.calibrated_model_file, dataclasses.replace(model, sigma_scale=scale))
+        fitted = (scale, basis, cfg.calibrated_model_file)
+        log.info("calibration factor %.4g fitted on %s; written to %s", scale, basis, cfg.calibrated_model_file)
+    numbers_json["calibration"] = {"ensemble_size": model.n_members, "sigma_scale": model.sigma_scale,
+                                   "quantities": table,
+                                   "fitted_sigma_scale": None if fitted is None else {"value": fitted[0], "basis": fitted[1]}}
+    calibration.write_calibration_plot(calibration_plot_path(cfg), results, reference_rows)
+    return calibration.markdown_section(table, model.n_members, model.sigma_scale, fitted)
 
 
 def add_reference_errors(comparison, n_atoms, reference, forces=None, reference_forces=None):
@@ -235,6 +309,8 @@ def add_reference_errors(comparison, n_atoms, reference, forces=None, reference_
     if qe_total is not None and "total" in comparison.ml:
         errors["total_vs_qe_meV_per_atom"] = 1000.0 * (comparison.ml["total"] - qe_total) / n_atoms
         errors["dft_ldos_vs_qe_meV_per_atom"] = 1000.0 * (comparison.dft["total"] - qe_total) / n_atoms
+        if "total_meV_per_atom" in comparison.sigmas:
+            comparison.sigmas["total_vs_qe_meV_per_atom"] = comparison.sigmas["total_meV_per_atom"]
     if forces is not None and reference_forces is not None:
         diff = np.asarray(forces) - np.asarray(reference_forces)
         errors["forces_rmse"] = float(np.sqrt(np.mean(diff**2)))
@@ -343,10 +419,12 @@ def json_report(cfg, results, model=None):
         "mean_absolute_errors": mean_absolute_errors(results) if results else {},
         "snapshots": [
             {"file": r["file"], "n_atoms": r["n_atoms"], "temperature": r["temperature"], "grid": r["grid"],
-             "errors": r["comparison"].errors, "ml": r["comparison"].ml, "dft": r["comparison"].dft,
+             "errors": r["comparison"].errors, "sigmas": r["comparison"].sigmas,
+             "ml": r["comparison"].ml, "dft": r["comparison"].dft,
              "reference": r["reference"], "energies": np.asarray(r["energies"]).tolist(),
              "dos_ml": r["comparison"].dos_ml.tolist(), "dos_dft": r["comparison"].dos_dft.tolist(),
              "forces_ml": None if r["forces"] is None else np.asarray(r["forces"]).tolist(),
+             "forces_sigma": None if r.get("forces_sigma") is None else np.asarray(r["forces_sigma"]).tolist(),
              "forces_reference": None if r["reference_forces"] is None else np.asarray(r["reference_forces"]).tolist()}
             for r in results
         ],

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
-from ..forces import energy_and_forces
+from ..forces import member_energies_and_forces
 from ..model.inference import predict_ldos
 from ..parallel import UserInputError
 from ..structure import prepare_atoms, valence_electrons
@@ -109,17 +109,29 @@ def read_references(cfg, model):
 
 
 def predict_reference(reference, model, grid_shape, backend, batch_size, forces, device, comm):
-    """ML total energy (eV) and forces ((n_atoms, 3) eV/Angstrom, or None) of one reference (collective)."""
+    """ML total energy (eV) and forces ((n_atoms, 3) eV/Angstrom, or None) of one reference (collective);
+    for an ensemble the members' means."""
+    energies, member_forces = predict_reference_members(reference, model, grid_shape, backend, batch_size, forces,
+                                                        device, comm)
+    return float(np.mean(energies)), None if member_forces is None else member_forces.mean(axis=0)
+
+
+def predict_reference_members(reference, model, grid_shape, backend, batch_size, forces, device, comm):
+    """Each ensemble member's total energy (ndarray (K,), eV) and forces ((K, n_atoms, 3) eV/Angstrom, or
+    None) of one reference (collective); the descriptors are computed once."""
     system = reference.system
     if forces:
-        return energy_and_forces(system.atoms, model, grid_shape, system.ionic, system.temperature,
-                                 system.n_electrons, comm, device=device)
+        result = member_energies_and_forces(system.atoms, model, grid_shape, system.ionic, system.temperature,
+                                            system.n_electrons, comm, device=device)
+        return np.array([e["total"] for e in result.energies]), result.forces
     layout = GridLayout.create(grid_shape, comm.size, comm.rank)
     params = SnapParams.from_dict(model.descriptor_params)
     descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=backend)
-    ldos = predict_ldos(model, descriptors, batch_size, device)
-    del descriptors
-    return float(analyse_ldos(ldos, system, layout, comm).energies["total"]), None
+    energies = []
+    for member in [None] if model.n_members == 1 else range(model.n_members):
+        ldos = predict_ldos(model, descriptors, batch_size, device, member=member)
+        energies.append(float(analyse_ldos(ldos, system, layout, comm).energies["total"]))
+    return np.array(energies), None
 
 
 def reference_errors(reference, energy, forces):
