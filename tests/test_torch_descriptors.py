@@ -176,6 +176,23 @@ def test_compiled_kernel_is_built_and_current():
     assert sna_cpu.isa_level() in (0, 3, 4)
 
 
+def test_every_instruction_set_level_matches_lammps():
+    """The baseline, AVX2 and AVX-512 builds (those this CPU can run) give LAMMPS's numbers."""
+    atoms = helper.disordered_al()
+    params = SnapParams(twojmax=6, bzeroflag=1)
+    shape = (5, 4, 3)
+    ref = reference(atoms, shape, params)
+    try:
+        for cap in (0, 3, 4):
+            level = sna_cpu.limit_isa_level(cap)
+            assert level <= cap
+            assert error(torch_serial(atoms, shape, params, native=True), ref) < RTOL, f"level {level}"
+            err = error(torch_serial(atoms, shape, params, dtype=torch.float32, native=True), ref)
+            assert err < 1e-4, f"level {level}, float32: {err:.1e}"
+    finally:
+        sna_cpu.limit_isa_level(4)
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 def test_compiled_kernel_equals_torch_kernel(dtype, tol):
     """Partly filled SIMD blocks, chunks that split them, and grid points without any neighbour (vacuum)."""

@@ -7,9 +7,8 @@
 // the other rows by U^j[j - mb, j - ma] = (-1)^(ma + mb) conj(U^j[mb, ma]), Z and B from the term tables
 // that sna_tables() builds in Python (Clebsch-Gordan products, sorted by Z entry).
 //
-// Layout: grid points are processed in blocks of W ("lanes"); every per-point quantity is stored as
-// [index][re/im][W], so each arithmetic step is one loop over W contiguous lanes that the compiler turns
-// into SIMD instructions. A block's U_tot (n_u x 2 x W) stays in L2 and the few U blocks that one
+// Layout: grid points are processed in blocks of W ("lanes", one SIMD register); every per-point
+// quantity is stored as [index][re/im][W], so each arithmetic step is one SIMD instruction. A block's U_tot (n_u x 2 x W) stays in L2 and the few U blocks that one
 // (j1, j2, j) triple reads stay in L1. Lanes with fewer neighbours than the block's largest count are
 // padded with a neutral neighbour (weight 0, a = 1, b = 0).
 //
@@ -70,11 +69,12 @@ namespace SNA_NS {
 using sna_common::Grid;
 using sna_common::Plan;
 
-// One SIMD value of 64 bytes: 8 float64 or 16 float32 lanes (one grid point each). The compiler maps it
-// onto one AVX-512 register, two AVX2 registers or four SSE registers, whatever the level compiled for.
+// One SIMD register of lanes, one grid point each: SNA_VECTOR_BYTES is the register width of the level
+// compiled for (64 with AVX-512: 8 float64 or 16 float32 points; 32 with AVX2; 16 for SSE2 or NEON).
+// Wider generic vectors than the hardware's are split by the compiler into slow code, hence per level.
 template <typename T> struct Lanes;
-template <> struct Lanes<double> { typedef double V __attribute__((vector_size(64))); };
-template <> struct Lanes<float> { typedef float V __attribute__((vector_size(64))); };
+template <> struct Lanes<double> { typedef double V __attribute__((vector_size(SNA_VECTOR_BYTES))); };
+template <> struct Lanes<float> { typedef float V __attribute__((vector_size(SNA_VECTOR_BYTES))); };
 
 template <typename T> struct Cx {  // a complex number in every lane
   typename Lanes<T>::V r, i;
@@ -279,7 +279,7 @@ SNA_LEVEL(sna_v4)
 #endif
 
 namespace {
-int level() {  // 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 0: baseline
+int detected_level() {  // 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 0: baseline
 #ifdef SNA_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -290,6 +290,11 @@ int level() {  // 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 0: baseline
 #endif
   return 0;
 }
+int level_cap = 4;  // sna_limit_level()
+int level() {
+  static const int detected = detected_level();
+  return std::min(detected, level_cap);
+}
 }  // namespace
 
 extern "C" {
@@ -297,6 +302,12 @@ extern "C" {
 const char* sna_source_hash() { return SNA_SOURCE_HASH; }
 
 int sna_isa_level() { return level(); }
+
+// Use no level above `cap` from now on (for tests of the lower levels); returns the level in use.
+int sna_limit_level(int cap) {
+  level_cap = cap;
+  return level();
+}
 
 void* sna_plan_new(int twojmax, int n_linear, int n_u, const int32_t* u_offset, int64_t n_entries,
                    const int32_t* term_start, const int32_t* left, const int32_t* right, const double* weight,
@@ -347,7 +358,7 @@ void sna_compute(const void* plan, const double* points, int64_t n_points, const
   const auto& P = *static_cast<const sna_common::Plan*>(plan);
   sna_common::Grid G{positions, starts, counts, {n_bins[0], n_bins[1], n_bins[2]},
                      {origin[0], origin[1], origin[2]}, {bin_size[0], bin_size[1], bin_size[2]}, cutoff};
-  static const int lv = level();
+  const int lv = level();
   if (double_precision) {
     double* o = static_cast<double*>(out);
 #ifdef SNA_X86

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("sna_cpu.cpp")
 LIBRARY = Path(__file__).with_name("_sna_cpu.so")
-LANES = {"float64": 8, "float32": 16}
-"""Grid points per SIMD block (64-byte vectors), per precision."""
-_LEVELS = {"sna_base": ["-march=x86-64"], "sna_v3": ["-march=x86-64-v3"], "sna_v4": ["-march=x86-64-v4"]}
+_LEVELS = {  # namespace: flags (the SIMD register width in bytes sets the lanes: grid points per block)
+    "sna_base": ["-march=x86-64", "-DSNA_VECTOR_BYTES=16"],
+    "sna_v3": ["-march=x86-64-v3", "-DSNA_VECTOR_BYTES=32"],
+    "sna_v4": ["-march=x86-64-v4", "-DSNA_VECTOR_BYTES=64"],
+}
 
 
 def source_hash():
@@ -64,7 +66,7 @@ def build(library=LIBRARY, compiler=None):
     library = Path(library)
     with tempfile.TemporaryDirectory() as tmp:
         objects = []
-        levels = _LEVELS if x86 else {"sna_base": []}
+        levels = _LEVELS if x86 else {"sna_base": ["-DSNA_VECTOR_BYTES=16"]}
         for name, march in levels.items():
             output = Path(tmp) / f"{name}.o"
             try:
@@ -114,6 +116,8 @@ def _library():
     lib.sna_compute.argtypes = [p, p, i64, p, p, p, p, p, p, f64, i32, p]
     lib.sna_compute.restype = None
     lib.sna_isa_level.restype = ctypes.c_int
+    lib.sna_limit_level.restype = ctypes.c_int
+    lib.sna_limit_level.argtypes = [ctypes.c_int]
     return lib, ""
 
 
@@ -127,6 +131,15 @@ def isa_level():
     """Instruction-set level the kernel runs at: 4 (AVX-512), 3 (AVX2 + FMA), 0 (baseline); None if unavailable."""
     lib, _ = _library()
     return None if lib is None else int(lib.sna_isa_level())
+
+
+def limit_isa_level(cap):
+    """Run no instruction-set level above ``cap`` (4, 3 or 0) from now on, in this process; returns the
+    level then in use. For testing the lower levels on a machine that has the higher ones."""
+    lib, reason = _library()
+    if lib is None:
+        raise RuntimeError(f"the compiled SNAP kernel is not available: {reason}")
+    return int(lib.sna_limit_level(int(cap)))
 
 
 class CpuSnaKernel:
@@ -209,7 +222,7 @@ def main(argv=None):
     return 0
 
 
-__all__ = ["CpuSnaKernel", "LANES", "available", "build", "isa_level", "source_hash"]
+__all__ = ["CpuSnaKernel", "available", "build", "isa_level", "limit_isa_level", "source_hash"]
 
 if __name__ == "__main__":
     sys.exit(main())
