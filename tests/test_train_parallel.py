@@ -113,3 +113,34 @@ def test_killed_run_restarts_to_the_same_weights_and_ranks_agree(files, tmp_path
     difference = relative_difference(a, load_model(tmp_path / "two" / "model.pt").network.state_dict())
     print("2 ranks vs 1 rank, task train, 7 epochs: max relative weight difference", difference)
     assert difference < 2e-5
+
+
+def test_ensemble_training_restarts_per_member_and_runs_on_two_ranks(files, tmp_path):
+    """An ensemble of 2 killed while training member 1 resumes it (member 0 read back from its finished
+    checkpoint) to the uninterrupted run's weights; on 2 ranks the same members up to float32 sums."""
+    settings = dict(ensemble_size=2, max_epochs=5)
+    whole = train_input(tmp_path / "whole", files, **settings)
+    done = run_app(whole)
+    assert done.returncode == 0, done.stderr
+    assert "ensemble member 1 (seed 3)" in done.stdout
+    assert not list((tmp_path / "whole").glob("*.checkpoint*"))  # every member's checkpoint removed
+    reference = load_model(tmp_path / "whole" / "model.pt")
+    assert reference.n_members == 2 and reference.descriptor_range is not None
+
+    killed = train_input(tmp_path / "killed", files, **settings)
+    member1 = tmp_path / "killed" / "model.pt.checkpoint.member1.h5"
+    reached = kill_after_epoch(killed, member1, 2)
+    assert reached < 5 and (tmp_path / "killed" / "model.pt.checkpoint.member0.h5").exists()
+    resumed = run_app(killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from checkpoint {member1} (epoch {reached} done)" in resumed.stderr
+    model = load_model(tmp_path / "killed" / "model.pt")
+    for a, b in zip(reference.networks, model.networks):
+        a, b = a.state_dict(), b.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), "restarted ensemble differs from the uninterrupted one"
+
+    two = train_input(tmp_path / "two", files, **settings)
+    app_mpi(2, two, timeout=180)
+    parallel = load_model(tmp_path / "two" / "model.pt")
+    for a, b in zip(reference.networks, parallel.networks):
+        assert relative_difference(a.state_dict(), b.state_dict()) < 2e-5
