@@ -212,7 +212,15 @@ class CpuSnaKernel:
 
 
 def main(argv=None):
-    """``python -m mldft_app.descriptors.sna_cpu``: build the library; exit status 1 (with the reason) on failure."""
+    """``python -m mldft_app.descriptors.sna_cpu [--if-stale]``: build the library (with ``--if-stale`` only
+    when it is missing or was built from another source); exit status 1, with the reason, on failure."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv != ["--if-stale"]:
+        print("usage: python -m mldft_app.descriptors.sna_cpu [--if-stale]", file=sys.stderr)
+        return 2
+    if argv and available()[0]:
+        print(f"{LIBRARY} is up to date (instruction-set level {isa_level()})")
+        return 0
     try:
         path = build()
     except RuntimeError as exc:
