@@ -78,7 +78,6 @@ class ModelConfig:
     device: str = option("auto", doc="inference device: auto = this rank's GPU if visible else CPU", choices=("auto", "cpu", "cuda"))
     batch_size: int = option(16384, doc="grid points per inference batch (bounds memory)", minimum=1)
     ood_warning_fraction: float = option(0.01, doc="warn when more than this fraction of the grid points have descriptors outside the training set's range (stored in model files since format 2)", minimum=0.0, maximum=1.0)
-    ood_warning_fraction: float = option(0.01, doc="warn when more than this fraction of the grid points have descriptors outside the training set's range (stored in model files since format 2)", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)

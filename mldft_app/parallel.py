@@ -202,6 +202,18 @@ def run_failure_cleanups():
             log.debug("cleanup %r failed: %s", callback, err)
 
 
+def node_local_size(comm):
+    """Number of ranks on this rank's node (collective; 1 when serial)."""
+    if comm.size == 1:
+        return 1
+    from mpi4py import MPI
+
+    node = comm.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+    size = node.Get_size()
+    node.Free()
+    return size
+
+
 _FAILURES = []
 """The exception being handled by run_or_abort, kept alive until MPI_Abort: releasing its frames could
 garbage-collect an open parallel HDF5 file, whose close is collective and would hang this rank."""

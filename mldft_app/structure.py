@@ -21,8 +21,12 @@ def read_structure(path, fmt=None, index=-1):
         # parallel=False: under MPI, ASE would otherwise read on its rank 0 and broadcast over
         # COMM_WORLD by itself, which deadlocks or garbles our own collectives.
         atoms = ase.io.read(path, format=fmt, index=index, parallel=False)
+    except (IndexError, StopIteration):
+        raise UserInputError(f"structure.index {index}: structure file {path} has no such image (indices count "
+                             "from 0; -1 is the last)") from None
     except Exception as err:  # ASE raises many different types for unreadable files
-        raise UserInputError(f"cannot read structure file {path} (format {fmt or 'guessed'}): {err}") from None
+        reason = str(err).strip() or type(err).__name__
+        raise UserInputError(f"cannot read structure file {path} (format {fmt or 'guessed'}): {reason}") from None
     return prepare_atoms(atoms, source=str(path))
 
 
@@ -37,6 +41,12 @@ def prepare_atoms(atoms, source="structure"):
     if len(atoms) == 0:
         raise UserInputError(f"{source}: no atoms")
     cell = np.asarray(atoms.cell[:], dtype=float)
+    if not np.all(np.isfinite(cell)):
+        raise UserInputError(f"{source}: the cell has non-finite entries ({cell.tolist()} Angstrom)")
+    bad = np.flatnonzero(~np.all(np.isfinite(atoms.get_positions()), axis=1))
+    if bad.size:
+        raise UserInputError(f"{source}: {bad.size} atom(s) have non-finite coordinates (first: atom {bad[0]}, "
+                             f"{atoms.get_positions()[bad[0]].tolist()} Angstrom)")
     if abs(np.linalg.det(cell)) < 1e-6:
         raise UserInputError(f"{source}: the cell is missing or degenerate (cell = {cell.tolist()} Angstrom); a periodic 3-D cell is required")
     if np.any(np.abs(cell[np.triu_indices(3, 1)]) > 1e-10 * np.abs(cell).max()) or np.any(np.diag(cell) <= 0):
@@ -46,7 +56,37 @@ def prepare_atoms(atoms, source="structure"):
         )
     atoms.pbc = True
     atoms.wrap()
+    distance, pair = closest_pair(atoms, MIN_ATOM_DISTANCE)
+    if distance < MIN_ATOM_DISTANCE:
+        raise UserInputError(f"{source}: atoms {pair[0]} and {pair[1]} are {distance:.3g} Angstrom apart (periodic "
+                             f"images included): overlapping atoms (less than {MIN_ATOM_DISTANCE} Angstrom) are refused")
     return atoms
+
+
+MIN_ATOM_DISTANCE = 0.5
+"""Closest approach of two atoms (Angstrom) accepted at all; the shortest bond in nature, H2's, is 0.74."""
+
+
+def closest_pair(atoms, cutoff):
+    """(distance in Angstrom, (i, j)) of the closest two atoms, periodic images included (i == j: an atom
+    and its own image); (inf, None) if no two are closer than ``cutoff`` Angstrom.
+
+    The search radius is raised to 1/50 of the longest cell vector when that is larger (ASE's cell
+    lists have (cell / radius)^3 bins), so the result may be a pair farther apart than ``cutoff``.
+    """
+    from ase.neighborlist import neighbor_list
+
+    radius = max(float(cutoff), float(np.linalg.norm(atoms.cell[:], axis=1).max()) / 50.0)
+    i, j, d = neighbor_list("ijd", atoms, radius, self_interaction=False)
+    if d.size == 0:
+        return float("inf"), None
+    k = int(np.argmin(d))
+    return float(d[k]), (int(i[k]), int(j[k]))
+
+
+def grid_spacing(cell, shape):
+    """Grid spacing along each cell vector, |a_i| / n_i (Angstrom), shape (3,)."""
+    return np.linalg.norm(np.asarray(cell, dtype=float), axis=1) / np.asarray(shape, dtype=float)
 
 
 def is_orthogonal(cell, tol=1e-10):

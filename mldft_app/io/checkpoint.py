@@ -438,8 +438,8 @@ def _validate_manifest(path, fingerprint, items):
             attrs = dict(h5.attrs)
     except OSError as err:
         raise UserInputError(
-            f"checkpoint {path} exists but is not a readable HDF5 file ({err}); it was not written by a "
-            f"checkpointing run of mldft_app: remove it (and {path}.*) to start afresh"
+            f"checkpoint {path} exists but cannot be read as HDF5 ({err}): it is damaged (e.g. truncated by a "
+            f"full disk or a copy) or another program's file; remove it (and {path}.*) to start afresh"
         ) from None
     if attrs.get("format") != FORMAT:
         raise UserInputError(f"{path} is not an mldft_app checkpoint (format {attrs.get('format')!r}); remove it (and {path}.*) to start afresh")

@@ -231,6 +231,9 @@ def load_model(path):
 
 
 def _network(architecture, state):
+    bad = [name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ValueError(f"the network's {', '.join(bad)} hold non-finite values (NaN or inf): a diverged training?")
     network = LdosNetwork(**architecture)
     network.load_state_dict(state)
     return network.eval()
@@ -263,4 +266,9 @@ def _build(payload):
         raise ValueError(f"descriptor range has {model.descriptor_range.minimum.size} features, the network {network.n_inputs}")
     if not model.sigma_scale > 0:
         raise ValueError(f"sigma_scale {model.sigma_scale} is not positive")
+    for name, values in (("energy grid", model.energies), ("input scaler", model.input_scaler.shift),
+                         ("input scaler", model.input_scaler.scale), ("output scaler", model.output_scaler.shift),
+                         ("output scaler", model.output_scaler.scale)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"the {name} holds non-finite values (NaN or inf)")
     return model

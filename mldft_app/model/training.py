@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from ..io.snapshot import canonical_params, open_snapshot
 from ..parallel import Comm, CollectiveInputError, UserInputError, checked_on_root
+from ..structure import closest_pair, grid_spacing
 from . import checkpoint as ckpt
 from .data import (
     BLOCK_POINTS, InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_descriptor_range, fit_scalers, make_blocks,
@@ -52,6 +54,9 @@ LR_FACTOR = 0.5
 
 EVAL_BATCH_MIN = 8192
 """Smallest batch (points) for passes without gradients: validation loss and the output-bias refit."""
+
+DOMAIN_DISTANCE_CUTOFF = 6.0
+"""Range (Angstrom) searched for the training snapshots' closest atom pair (beyond it: recorded as inf)."""
 
 DATA_LOADING = ("auto", "memory", "lazy")
 RESTART = ("auto", "never")
@@ -214,6 +219,7 @@ def train_model(
         "n_validation_points": validation_data.n_points,
         "hyperparameters": hyper | {"optimizer": "Adam", "lr_factor": LR_FACTOR, "loss": loss_info},
         "data_loading": loading,
+        "domain": setup["domain"],
         "ranks": comm.size,
         "device": str(device),
         **{k: v for k, v in infos[0].items() if k not in ("seed", "n_train_points", "train_regions")},
@@ -370,12 +376,13 @@ def survey_snapshots(train_files, validation_files):
     Returns a dict: descriptor_params, energies (n_e,) eV, n_descriptors, grid_shapes and
     chunk_shapes (path -> (nx, ny, nz)), temperatures (sorted distinct training temperatures, K),
     compositions (list of (path, numbers, n_electrons) of the training snapshots), valence_densities
-    (training path -> electrons/Angstrom^3).
+    (training path -> electrons/Angstrom^3), domain (the training snapshots' smallest and largest grid
+    spacing and closest atom pair, Angstrom; stored in the model and checked by predict).
     """
     if not train_files:
         raise UserInputError("no training snapshot files given")
     setup = {"grid_shapes": {}, "chunk_shapes": {}, "compositions": [], "valence_densities": {}}
-    temperatures = set()
+    temperatures, spacings, distances = set(), [], []
     for path in list(train_files) + list(validation_files):
         with open_snapshot(path) as snap:
             if "energies" not in setup:
@@ -392,7 +399,12 @@ def survey_snapshots(train_files, validation_files):
                 temperatures.add(snap.temperature)
                 setup["compositions"].append((path, snap.numbers.copy(), snap.n_electrons))
                 setup["valence_densities"][path] = snap.n_electrons / abs(np.linalg.det(snap.cell))
+                spacings.extend(grid_spacing(snap.cell, snap.grid_shape).tolist())
+                atoms = Atoms(numbers=snap.numbers, positions=snap.positions, cell=snap.cell, pbc=True)
+                distances.append(closest_pair(atoms, DOMAIN_DISTANCE_CUTOFF)[0])
     setup["temperatures"] = sorted(temperatures)
+    setup["domain"] = {"grid_spacing_angstrom": [min(spacings), max(spacings)],
+                       "min_interatomic_distance_angstrom": min(distances)}
     return setup
 
 

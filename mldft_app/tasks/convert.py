@@ -23,7 +23,7 @@ import numpy as np
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..io.cube import read_cube, read_cube_header
-from ..io.output import check_output_path
+from ..io.output import check_free_space, check_inputs_are_not_outputs, check_output_path
 from ..io.qe import PPX_LDOS_TO_EV_ANGSTROM3, read_pw_output
 from ..io.snapshot import write_snapshot
 from ..parallel import UserInputError, checked_on_root
@@ -124,6 +124,16 @@ def read_ldos(source):
     return read_ldos_ppx_units(source) * np.float32(PPX_LDOS_TO_EV_ANGSTROM3)
 
 
+def finite_ldos(source):
+    """:func:`read_ldos`, refused (UserInputError naming the source) if any value is NaN or infinite."""
+    ldos = read_ldos(source)
+    bad = int(np.count_nonzero(~np.isfinite(ldos)))
+    if bad:
+        raise UserInputError(f"{source.describe()}: {bad} of {ldos.size} LDOS values are not finite (NaN or inf); "
+                             "no snapshot written")
+    return ldos
+
+
 def read_ldos_ppx_units(source):
     """The LDOS (nx, ny, nz, n_e) float32 as stored, in pp.x's states/(Ry bohr^3)."""
     if source.kind == "archive":
@@ -181,8 +191,13 @@ def preflight(cfg):
     """Rank 0 checks before any heavy work: (atoms, n_electrons, LdosSource, reference, reference_forces,
     description); the reference energies {name: eV} and forces (n_atoms, 3) eV/Angstrom come from qe_output
     ({} and None without it)."""
-    check_output_path(cfg.snapshot_file, cfg.overwrite)
+    check_output_path(cfg.snapshot_file, cfg.overwrite, "snapshot_file")
     source = find_ldos(cfg)
+    inputs = {"ldos_file": cfg.ldos_file, "qe_output": cfg.qe_output,
+              "structure.file": cfg.structure.file if cfg.structure else None}
+    if source.kind == "cubes":
+        inputs.update({f"ldos_cubes ({path})": path for path in source.paths})
+    check_inputs_are_not_outputs(inputs, {"snapshot_file": cfg.snapshot_file})
     qe = read_pw_output(cfg.qe_output) if cfg.qe_output else None
     atoms, structure_file = _structure(cfg, qe)
     n_electrons = _electron_count(cfg, atoms, qe)
@@ -190,6 +205,9 @@ def preflight(cfg):
         _check_same_geometry(atoms, source.cell, source.positions, f"ldos_cubes {source.paths[0]}")
     reference = qe.reference_energies() if qe is not None else {}
     reference_forces = qe.forces if qe is not None else None
+    n_points = int(np.prod(source.grid_shape))
+    params = SnapParams.from_dict({k: v for k, v in vars(cfg.descriptors).items() if k != "backend"})
+    check_free_space(cfg.snapshot_file, n_points * (params.n_components * 8 + source.energies.size * 4), "snapshot_file")
     return atoms, n_electrons, source, reference, reference_forces, f"{source.describe()} + {structure_file}"
 
 
@@ -210,7 +228,7 @@ def run_convert(cfg, comm):
             for slices, block in bricks:
                 descriptors[slices] = block.reshape(tuple(s.stop - s.start for s in slices) + (-1,))
             write_snapshot(
-                cfg.snapshot_file, descriptors=descriptors, ldos=read_ldos(source), energies=source.energies,
+                cfg.snapshot_file, descriptors=descriptors, ldos=finite_ldos(source), energies=source.energies,
                 cell=atoms.cell[:], positions=atoms.get_positions(), numbers=atoms.get_atomic_numbers(),
                 temperature=cfg.temperature, n_electrons=n_electrons, descriptor_params=params.as_dict(),
                 source=description, reference=reference, reference_forces=reference_forces,

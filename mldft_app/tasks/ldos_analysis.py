@@ -5,7 +5,6 @@ compute and write exactly the same quantities.
 """
 
 import dataclasses
-from pathlib import Path
 from typing import Optional
 
 import h5py
@@ -16,13 +15,14 @@ from ..decomposition import voxel_volume
 from ..energy.total import IonicSetup, density_terms, total_energy
 from ..energy.upf import read_upf
 from ..energy.xc import functional_from_qe
-from ..parallel import UserInputError
-from ..io.output import OutputFile, write_decomposition, write_structure
+from ..parallel import CollectiveInputError, UserInputError, checked_on_root
+from ..io.output import OutputFile, check_free_space, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
 from ..io.cube import write_cube
 from ..io.plots import plot_output
 from ..io.xdmf import write_xdmf
 from ..ldos import integrals
 from ..timing import format_table
+from .checks import check_fermi_level
 from ..units import BOHR_ANGSTROM, kelvin_to_ev
 
 
@@ -90,12 +90,17 @@ class LdosResults:
 def analyse_ldos(ldos_local, system, layout, comm):
     """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e).
 
-    Collective: one reduction of the DOS and one of the electron count.
+    Collective: one reduction of the DOS and one of the electron count. A DOS that cannot hold the
+    electrons, or a Fermi level outside the energy window, raises CollectiveInputError on every rank.
     """
     kt = kelvin_to_ev(system.temperature)
     dv = voxel_volume(system.atoms.cell[:], layout.shape)
     dos = integrals.dos_from_ldos(ldos_local, dv, comm)
-    fermi = integrals.fermi_level(system.energies, dos, system.n_electrons, kt)
+    try:
+        fermi = integrals.fermi_level(system.energies, dos, system.n_electrons, kt)
+        check_fermi_level(fermi, system.energies, system.temperature)
+    except (ValueError, UserInputError) as err:  # the DOS is the same on every rank: so is this error
+        raise CollectiveInputError(f"Fermi level at {system.temperature:g} K for {system.n_electrons:g} electrons: {err}") from None
     density = integrals.density_from_ldos(ldos_local, system.energies, fermi, kt)
     energies = {
         "fermi": fermi,
@@ -117,6 +122,8 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
     sigma datasets, ``out_of_range`` (dict of ``ensemble_analysis.out_of_range``) the ``ood`` group.
     """
     compression = None if cfg.output.compression == "none" else cfg.output.compression
+    size = result_size_bytes(int(np.prod(layout.shape)), len(system.energies), len(system.atoms), cfg.output)
+    checked_on_root(comm, check_free_space, cfg.output.file, size)  # a full disk inside parallel HDF5 can hang
     with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io, compression=compression) as out:
         out.write_field("density", results.density, layout, "electrons/Angstrom^3")
         if ldos_local is not None:
@@ -146,7 +153,7 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
         out.write_array("timings/peak_memory", memory, "MiB", description="peak resident memory per rank")
     if cfg.output.xdmf and comm.is_root:
         fields = ["density"] + (["density_std"] if uncertainty is not None else []) + (["ldos"] if ldos_local is not None else [])
-        write_xdmf(cfg.output.file, Path(cfg.output.file).with_suffix(".xdmf"), fields, system.atoms.cell[:], layout.shape)
+        write_xdmf(cfg.output.file, xdmf_sidecar(cfg.output.file), fields, system.atoms.cell[:], layout.shape)
     if cfg.output.cube and comm.is_root:  # the one place a whole grid field sits on one rank: a text export
         with h5py.File(cfg.output.file, "r") as h5:
             density = h5["density"][()]

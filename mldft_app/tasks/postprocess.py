@@ -9,11 +9,12 @@ import numpy as np
 from ase import Atoms
 
 from ..decomposition import GridLayout
-from ..io.output import check_output_path
+from ..decomposition import process_grid
 from ..io.snapshot import open_snapshot
-from ..parallel import checked_on_root
+from ..parallel import UserInputError, checked_on_root, node_local_size
 from ..structure import prepare_atoms
 from ..timing import StageTimer
+from .checks import check_memory, check_result_outputs, check_temperature, pseudopotential_inputs
 from .ldos_analysis import (
     ElectronicSystem,
     analyse_ldos,
@@ -26,13 +27,22 @@ from .ldos_analysis import (
 log = logging.getLogger(__name__)
 
 
-def preflight(cfg):
-    """Snapshot metadata and output checks (rank 0): (ElectronicSystem, grid shape)."""
-    check_output_path(cfg.output.file, cfg.output.overwrite)
+def preflight(cfg, n_ranks=1, node_ranks=1):
+    """Snapshot metadata, temperature, memory and output checks (rank 0): (ElectronicSystem, grid shape)."""
     with open_snapshot(cfg.snapshot_file) as snap:
         atoms = prepare_atoms(Atoms(numbers=snap.numbers, positions=snap.positions, cell=snap.cell, pbc=True),
                               source=str(cfg.snapshot_file))
+        inputs = {"snapshot_file": cfg.snapshot_file, **pseudopotential_inputs(cfg.pseudopotentials, "pseudopotentials")}
+        n_points = int(np.prod(snap.grid_shape))
+        check_result_outputs(cfg.output, inputs, n_ranks, atoms, n_points, snap.energies.size)
+        try:
+            dims = process_grid(snap.grid_shape, n_ranks)
+        except ValueError as err:
+            raise UserInputError(f"snapshot_file {cfg.snapshot_file}: {err}; use fewer ranks") from None
+        brick_points = int(np.prod([-(-n // d) for n, d in zip(snap.grid_shape, dims)]))
+        check_memory(brick_points, 3 * 4.0 * snap.energies.size + 64, node_ranks, "postprocess")
         temperature = snap.temperature if cfg.temperature is None else cfg.temperature
+        check_temperature(temperature, snap.energies, "temperature" if cfg.temperature is not None else f"snapshot {cfg.snapshot_file}")
         system = ElectronicSystem(atoms=atoms, energies=np.asarray(snap.energies, dtype=float),
                                   temperature=float(temperature), n_electrons=snap.n_electrons,
                                   ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
@@ -44,7 +54,7 @@ def run_postprocess(cfg, comm):
     """Integrate the LDOS of a snapshot (validated PostprocessInput) on all ranks."""
     timer = StageTimer()
     with timer.stage("setup"):
-        system, grid_shape = checked_on_root(comm, preflight, cfg)
+        system, grid_shape = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
         layout = GridLayout.create(grid_shape, comm.size, comm.rank)
     with timer.stage("read LDOS"):
         with open_snapshot(cfg.snapshot_file) as snap:

@@ -6,7 +6,6 @@ numbers) is reduced over ranks. Nothing of full-grid size is allocated on one ra
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -14,14 +13,23 @@ from tqdm import tqdm
 from ..decomposition import GridLayout, process_grid
 from ..descriptors import SnapParams, compute_descriptors
 from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
-from ..io.output import check_output_path
+from ..io.output import partial_path
 from ..forces import member_energies_and_forces
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std
-from ..parallel import UserInputError, checked_on_root, fault_injection_point
+from ..parallel import UserInputError, checked_on_root, fault_injection_point, node_local_size
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer
+from .checks import (
+    check_memory,
+    check_model_domain,
+    check_result_outputs,
+    check_temperature,
+    check_valence,
+    pseudopotential_inputs,
+    predict_bytes_per_point,
+)
 from .ensemble_analysis import MemberAnalyses, out_of_range, warn_out_of_range
 from .ldos_analysis import (
     ElectronicSystem,
@@ -54,27 +62,36 @@ def energy_grid_from_config(grid_cfg):
     return grid_cfg.minimum + grid_cfg.spacing * np.arange(grid_cfg.count)
 
 
-def preflight(cfg, n_ranks=1):
-    """All checks that need no heavy work: grid, structure, model compatibility, output path (rank 0)."""
+def preflight(cfg, n_ranks=1, node_ranks=1):
+    """All checks that need no heavy work (rank 0): grid, structure, model compatibility and domain,
+    temperature, memory per rank (``node_ranks`` ranks share rank 0's node), output files."""
     try:
-        process_grid(cfg.grid.shape, n_ranks)
+        dims = process_grid(cfg.grid.shape, n_ranks)
     except ValueError as err:
         raise UserInputError(f"grid.shape: {err}; use fewer ranks or more grid points") from None
-    check_output_path(cfg.output.file, cfg.output.overwrite)
     atoms = read_structure(cfg.structure.file, cfg.structure.format, cfg.structure.index)
     model = load_model(cfg.model.file)
+    inputs = {"structure.file": cfg.structure.file, "model.file": cfg.model.file,
+              **pseudopotential_inputs(cfg.physics.pseudopotentials, "physics.pseudopotentials")}
+    checkpoint = f"{cfg.output.file}.ckpt" if cfg.output.restart == "auto" else None
+    check_model_domain(atoms, cfg.grid.shape, model)
+    brick_points = int(np.prod([-(-n // d) for n, d in zip(cfg.grid.shape, dims)]))
+    check_memory(brick_points, predict_bytes_per_point(model.n_descriptors, model.n_energies), node_ranks, "predict")
+    check_result_outputs(cfg.output, inputs, n_ranks, atoms, int(np.prod(cfg.grid.shape)), model.n_energies, checkpoint)
     requested_params = None if cfg.descriptors is None else dataclasses.asdict(cfg.descriptors)
     if requested_params is not None:
         requested_params.pop("backend")
     model.check_compatible(requested_params, energy_grid_from_config(cfg.physics.energy_grid))
     per_element = dict(model.valence_electrons)
     per_element.update(cfg.structure.valence_electrons)
+    check_valence(per_element)
     n_electrons = valence_electrons(atoms, per_element)
     temperature = cfg.physics.temperature
     if temperature is None:
         if len(set(model.temperatures)) != 1:
             raise UserInputError(f"physics.temperature is required: the model was trained at several temperatures {model.temperatures} K")
         temperature = model.temperatures[0]
+    check_temperature(temperature, model.energies, "physics.temperature")
     system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=float),
                               temperature=float(temperature), n_electrons=n_electrons,
                               ionic=ionic_from_pseudopotentials(atoms, cfg.physics.pseudopotentials))
@@ -144,14 +161,14 @@ def run_predict(cfg, comm):
     timer = StageTimer()
     backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
     with timer.stage("setup"):
-        setup = checked_on_root(comm, preflight, cfg, comm.size)
+        setup = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
         system = setup.system
         model = load_model(cfg.model.file)
         layout = GridLayout.create(cfg.grid.shape, comm.size, comm.rank)
         device = select_device(cfg.model.device, comm)
         ckpt = open_checkpoint(cfg, setup, backend, comm)
-        if comm.is_root:  # until the output is complete, a .partial marks the run as unfinished
-            Path(f"{cfg.output.file}.partial").touch()
+        if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)
+            partial_path(cfg.output.file).touch()
     log.info(
         "%d atoms, grid %s on %d ranks (process grid %s), %d energies, T = %.1f K, %.3f electrons, device %s%s",
         len(system.atoms), "x".join(map(str, layout.shape)), comm.size, "x".join(map(str, layout.dims)),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..io.output import check_output_path
+from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
 from ..model.training import member_checkpoint, train_model
 from ..parallel import CollectiveInputError, checked_on_root, node_local_rank
@@ -35,9 +35,22 @@ def checkpoint_path(cfg):
     return Path(cfg.model_file).with_name(Path(cfg.model_file).name + ".checkpoint.h5")
 
 
+def check_files(cfg):
+    """Rank 0: the model file and the checkpoints are none of the snapshots; the model file is new unless overwrite."""
+    inputs = {f"snapshots[{i}]": p for i, p in enumerate(cfg.snapshots)}
+    inputs.update({f"validation_snapshots[{i}]": p for i, p in enumerate(cfg.validation_snapshots)})
+    model_file = Path(cfg.model_file)
+    outputs = {"model_file": model_file, "model_file's temporary file": model_file.with_name(model_file.name + ".tmp")}
+    size = cfg.training.ensemble_size
+    for k in range(size):
+        outputs[f"training.checkpoint_file{f' of member {k}' if size > 1 else ''}"] = member_checkpoint(checkpoint_path(cfg), k, size)
+    check_inputs_are_not_outputs(inputs, outputs)
+    check_output_path(cfg.model_file, cfg.overwrite, "model_file")
+
+
 def run_train(cfg, comm):
     """Train the model described by a validated TrainInput on all ranks; rank 0 writes it."""
-    checked_on_root(comm, check_output_path, cfg.model_file, cfg.overwrite)
+    checked_on_root(comm, check_files, cfg)
     device = training_device(cfg.training.device, comm)
     checkpoint = checkpoint_path(cfg)
     t = cfg.training
