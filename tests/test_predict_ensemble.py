@@ -6,6 +6,8 @@ exactly 0 and their mean the single network's prediction) and three members with
 """
 
 import copy
+import os
+import subprocess
 
 import h5py
 import numpy as np
@@ -13,12 +15,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, app_mpi
+from conftest import MPIRUN, REPO, app_mpi
 from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import SnapParams, compute_descriptors
 from mldft_app.model.store import load_model, save_model
 from mldft_app.model.uncertainty import DescriptorRange
-from mldft_app.parallel import Comm
+from mldft_app.parallel import FAULT_INJECTION_VARIABLE, Comm
 from mldft_app.structure import read_structure
 
 MODEL = REPO / "inputs" / "models" / "al_933K.pt"
@@ -115,3 +117,35 @@ def test_ensemble_spread_summary_and_out_of_range_flag(runs):
     assert "ensemble of 3 networks" in text
     assert f"{total:14.6f} +- {sigma:.6f} eV" in text
     assert "out of range" in text and "WARNING" in text and "outside the training set's range" in text
+
+
+@pytest.mark.mpi
+def test_ensemble_run_killed_in_the_integrals_resumes_bit_for_bit(tmp_path):
+    """Killed in member 0's integrals, the run resumes with member 0's LDOS from the checkpoint."""
+    single = load_model(MODEL)
+    ensemble = copy.deepcopy(single)
+    ensemble.extra_networks = [perturbed(single.network, 4)]
+    save_model(tmp_path / "ensemble.pt", ensemble)
+    app = REPO / ".venv" / "bin" / "mldft_app"
+
+    def run(name, restart, fault=None):
+        data = yaml.safe_load(write_input(tmp_path, name, tmp_path / "ensemble.pt").read_text())
+        data["physics"]["forces"] = False
+        data["output"].update(restart=restart, checkpoint_chunks=2, file=str(tmp_path / f"{name}.h5"))
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        env = {k: v for k, v in os.environ.items() if k != FAULT_INJECTION_VARIABLE}
+        env.update({FAULT_INJECTION_VARIABLE: fault} if fault else {}, OMP_NUM_THREADS="1")
+        return subprocess.run([str(MPIRUN), "-n", "2", str(app), str(path)], capture_output=True, text=True,
+                              timeout=300, env=env)
+
+    assert run("plain", "never").returncode == 0
+    assert run("killed", "auto", fault="integrals").returncode != 0
+    chunks = sorted(p.name for p in tmp_path.glob("killed.h5.ckpt*"))
+    assert any("ldos_member0.chunk" in name for name in chunks) and not any("member1" in name for name in chunks)
+    resumed = run("killed", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "killed.h5") as b:
+        for name in ("density", "density_std", "dos", "energies/total", "energies_std/total", "energies_std/fermi"):
+            np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+    assert not list(tmp_path.glob("killed.h5.ckpt*"))
