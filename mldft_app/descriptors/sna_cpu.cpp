@@ -8,9 +8,10 @@
 // that sna_tables() builds in Python (Clebsch-Gordan products, sorted by Z entry).
 //
 // Layout: grid points are processed in blocks of W ("lanes", one SIMD register); every per-point
-// quantity is stored as [index][re/im][W], so each arithmetic step is one SIMD instruction. A block's U_tot (n_u x 2 x W) stays in L2 and the few U blocks that one
-// (j1, j2, j) triple reads stay in L1. Lanes with fewer neighbours than the block's largest count are
-// padded with a neutral neighbour (weight 0, a = 1, b = 0).
+// quantity is stored as [index][re/im][W], so each arithmetic step is one SIMD instruction. A block's
+// U_tot (n_u x 2 x W) stays in L2 and the few U blocks that one (j1, j2, j) triple reads stay in L1.
+// Lanes with fewer neighbours than the block's largest count are padded with a neutral neighbour
+// (weight 0, a = 1, b = 0).
 //
 // The file is compiled once per instruction-set level (SNA_NS names the namespace; see sna_cpu.py);
 // the part under SNA_DISPATCH (compiled once, baseline ISA) holds the plan and picks the best level
@@ -273,19 +274,25 @@ void compute_f32(const Plan& P, const Grid& G, const double* points, int64_t n, 
   void compute_f32(const sna_common::Plan&, const sna_common::Grid&, const double*, int64_t, float*);        \
   }
 SNA_LEVEL(sna_base)
-#ifdef SNA_X86
+#ifdef SNA_HAVE_V3
 SNA_LEVEL(sna_v3)
+#endif
+#ifdef SNA_HAVE_V4
 SNA_LEVEL(sna_v4)
 #endif
 
 namespace {
-int detected_level() {  // 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 0: baseline
-#ifdef SNA_X86
+int detected_level() {  // 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 0: baseline; among those built
+#if defined(SNA_HAVE_V3) || defined(SNA_HAVE_V4)
   __builtin_cpu_init();
+#endif
+#ifdef SNA_HAVE_V4
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
       __builtin_cpu_supports("fma"))
     return 4;
+#endif
+#ifdef SNA_HAVE_V3
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) return 3;
 #endif
   return 0;
@@ -359,20 +366,24 @@ void sna_compute(const void* plan, const double* points, int64_t n_points, const
   sna_common::Grid G{positions, starts, counts, {n_bins[0], n_bins[1], n_bins[2]},
                      {origin[0], origin[1], origin[2]}, {bin_size[0], bin_size[1], bin_size[2]}, cutoff};
   const int lv = level();
+  (void)lv;
   if (double_precision) {
     double* o = static_cast<double*>(out);
-#ifdef SNA_X86
+#ifdef SNA_HAVE_V4
     if (lv == 4) return sna_v4::compute_f64(P, G, points, n_points, o);
+#endif
+#ifdef SNA_HAVE_V3
     if (lv == 3) return sna_v3::compute_f64(P, G, points, n_points, o);
 #endif
     return sna_base::compute_f64(P, G, points, n_points, o);
   }
   float* o = static_cast<float*>(out);
-#ifdef SNA_X86
+#ifdef SNA_HAVE_V4
   if (lv == 4) return sna_v4::compute_f32(P, G, points, n_points, o);
+#endif
+#ifdef SNA_HAVE_V3
   if (lv == 3) return sna_v3::compute_f32(P, G, points, n_points, o);
 #endif
-  (void)lv;
   sna_base::compute_f32(P, G, points, n_points, o);
 }
 

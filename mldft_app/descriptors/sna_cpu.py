@@ -46,7 +46,8 @@ def source_hash():
 
 
 def _compile(compiler, flags, source, output):
-    command = [compiler, "-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", *flags, "-c", str(source), "-o", str(output)]
+    command = [compiler, "-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", *flags,
+               "-c", str(source), "-o", str(output)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
@@ -65,7 +66,7 @@ def build(library=LIBRARY, compiler=None):
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     library = Path(library)
     with tempfile.TemporaryDirectory() as tmp:
-        objects = []
+        objects, have = [], []
         levels = _LEVELS if x86 else {"sna_base": ["-DSNA_VECTOR_BYTES=16"]}
         for name, march in levels.items():
             output = Path(tmp) / f"{name}.o"
@@ -74,16 +75,14 @@ def build(library=LIBRARY, compiler=None):
             except RuntimeError:
                 if name == "sna_base":
                     raise
-                log.warning("the C++ compiler cannot build level %s; the kernel will use the lower levels", name)
-                x86 = False
-                break
+                log.warning("the C++ compiler cannot build level %s; the kernel will run without it", name)
+                continue
             objects.append(output)
-        if not x86:
-            objects = objects[:1]
+            if name != "sna_base":
+                have.append(f"-DSNA_HAVE_{name[4:].upper()}")  # SNA_HAVE_V3, SNA_HAVE_V4
         dispatch = Path(tmp) / "dispatch.o"
-        defines = ["-DSNA_DISPATCH", f'-DSNA_SOURCE_HASH="{source_hash()}"'] + (["-DSNA_X86"] if x86 else [])
-        _compile(compiler, defines + (["-march=x86-64"] if platform.machine().lower() in ("x86_64", "amd64") else []),
-                 SOURCE, dispatch)
+        defines = ["-DSNA_DISPATCH", f'-DSNA_SOURCE_HASH="{source_hash()}"', *have]
+        _compile(compiler, defines + (["-march=x86-64"] if x86 else []), SOURCE, dispatch)
         linked = Path(tmp) / library.name
         command = [compiler, "-shared", "-o", str(linked), *map(str, objects), str(dispatch)]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -218,15 +217,15 @@ def main(argv=None):
     if argv and argv != ["--if-stale"]:
         print("usage: python -m mldft_app.descriptors.sna_cpu [--if-stale]", file=sys.stderr)
         return 2
-    if argv and available()[0]:
-        print(f"{LIBRARY} is up to date (instruction-set level {isa_level()})")
+    if argv and LIBRARY.exists() and source_hash().encode() in LIBRARY.read_bytes():  # not loaded: see below
+        print(f"{LIBRARY} is up to date")
         return 0
     try:
         path = build()
     except RuntimeError as exc:
         print(f"building the compiled SNAP kernel failed (the torch path will be used): {exc}", file=sys.stderr)
         return 1
-    print(f"built {path} (instruction-set level {isa_level()})")
+    print(f"built {path} (instruction-set level {isa_level()} here)")  # first load in this process
     return 0
 
 
