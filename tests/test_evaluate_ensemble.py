@@ -72,11 +72,14 @@ def test_evaluate_reports_calibration_and_fits_the_factor(setup):
     proc = app_mpi(2, evaluate_input(root, "first", root / "ensemble.pt", files[2:],
                                      calibrated_model_file=str(calibrated)), timeout=300)
     assert "## Uncertainty calibration" in proc.stdout and "within 1 sigma" in proc.stdout
+    assert "outside the training set's range: snap2.h5 " in proc.stdout
     assert (root / "first_calibration.png").stat().st_size > 10_000
     numbers = json.loads((root / "first.json").read_text())
     errors = np.array([s["errors"]["band_meV_per_atom"] for s in numbers["snapshots"]])
     sigmas = np.array([s["sigmas"]["band_meV_per_atom"] for s in numbers["snapshots"]])
     assert np.all(sigmas > 0)
+    # the held-out synthetic snapshots are drawn like the training ones: few points beyond the training range
+    assert all(0 <= s["out_of_range_fraction"] < 0.1 for s in numbers["snapshots"])
     band = numbers["calibration"]["quantities"]["band_meV_per_atom"]
     assert band["n"] == 3 and band["within_1_sigma"] == np.mean(np.abs(errors) <= sigmas)
     assert band["within_2_sigma"] == np.mean(np.abs(errors) <= 2 * sigmas)

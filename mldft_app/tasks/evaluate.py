@@ -41,7 +41,7 @@ from ..structure import prepare_atoms
 from ..timing import StageTimer, format_table
 from . import evaluate_calibration as calibration
 from . import evaluate_references
-from .ensemble_analysis import MemberAnalyses
+from .ensemble_analysis import MemberAnalyses, out_of_range
 from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ def run_evaluate(cfg, comm):
             with timer.stage("descriptors"):
                 params = SnapParams.from_dict(model.descriptor_params)
                 descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=cfg.descriptor_backend)
+        ood = out_of_range(model, descriptors, comm)
         analyses = MemberAnalyses(keep_ldos=True)
         members = [None] if model.n_members == 1 else range(model.n_members)
         for member in members:  # the descriptors are shared; each member's LDOS is analysed in full
@@ -234,7 +235,7 @@ def run_evaluate(cfg, comm):
         results.append(dict(file=str(path), n_atoms=len(system.atoms), temperature=system.temperature,
                             grid=list(grid_shape), energies=system.energies, reference=reference,
                             comparison=comparison, forces=forces, reference_forces=reference_forces,
-                            forces_sigma=forces_sigma))
+                            forces_sigma=forces_sigma, out_of_range=None if ood is None else ood["fraction"]))
         log.info("%s: %s", path, ", ".join(f"{k} {v:.4g}" for k, v in comparison.errors.items()))
     reference_rows = []
     for reference in references:
@@ -381,6 +382,9 @@ def markdown_report(cfg, results, model=None):
     mae = mean_absolute_errors(results)
     lines.append(_row(["**mean abs.**", "", f"{mae['ldos_rmse']:.3e}"]
                       + [c[3].format(c[2] * mae[c[0]]).lstrip("+") if c[0] in mae else "" for c in columns]))
+    if any(r.get("out_of_range") is not None for r in results):
+        lines += ["", "Grid points whose descriptors lie outside the training set's range: " + ", ".join(
+            f"{Path(r['file']).name} {100 * r['out_of_range']:.2f} %" for r in results if r.get("out_of_range") is not None)]
     lines += ["", "## Values (eV; energies per atom in eV/atom)", "",
               _row(["snapshot", "quantity", "ML", "DFT LDOS", "QE (scf.out)"]), _row(["---"] * 5)]
     for r in results:
@@ -425,6 +429,7 @@ def json_report(cfg, results, model=None):
              "dos_ml": r["comparison"].dos_ml.tolist(), "dos_dft": r["comparison"].dos_dft.tolist(),
              "forces_ml": None if r["forces"] is None else np.asarray(r["forces"]).tolist(),
              "forces_sigma": None if r.get("forces_sigma") is None else np.asarray(r["forces_sigma"]).tolist(),
+             "out_of_range_fraction": r.get("out_of_range"),
              "forces_reference": None if r["reference_forces"] is None else np.asarray(r["reference_forces"]).tolist()}
             for r in results
         ],
