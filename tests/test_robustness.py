@@ -360,3 +360,10 @@ def test_damaged_checkpoint_manifest_is_named_damaged(tmp_path):
     (tmp_path / "out.h5.ckpt").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # an HDF5 signature, then cut off
     with pytest.raises(UserInputError, match="it is damaged"):
         Checkpoint(tmp_path / "out.h5.ckpt", Comm(), "fingerprint")
+
+
+@pytest.mark.mpi
+def test_output_on_a_full_disk_is_refused_before_heavy_work(tmp_path, tiny, tiny_tmpfs):
+    proc, seconds = mpirun([APP, predict_input(tmp_path, tiny, output={"file": str(tiny_tmpfs / "out.h5")})])
+    assert_refused_once(proc, seconds, "not enough free space for output")
+    assert list(tiny_tmpfs.iterdir()) == []  # no lock, no .partial

@@ -8,6 +8,7 @@ from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std
 from ..parallel import Comm
 from ..structure import prepare_atoms, valence_electrons
+from ..tasks.checks import check_model_domain, check_temperature, check_valence
 from ..tasks.ldos_analysis import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 
 
@@ -76,8 +77,10 @@ class MldftCalculator(Calculator):
                 raise ValueError(f"give temperature: the model was trained at several {self.model.temperatures} K")
             temperature = self.model.temperatures[0]
         self.temperature = float(temperature)
+        check_temperature(self.temperature, self.model.energies, "MldftCalculator temperature")
         self.valence = dict(self.model.valence_electrons)
         self.valence.update(valence_electrons or {})
+        check_valence(self.valence)
         self.comm = Comm() if comm is None else comm
         self.device = device
         self.chunk_points = chunk_points
@@ -87,6 +90,7 @@ class MldftCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         prepared = prepare_atoms(self.atoms, source="MldftCalculator")
+        check_model_domain(prepared, self.grid_shape, self.model)
         ionic = ionic_from_pseudopotentials(prepared, self.pseudopotentials)
         if ionic is None:
             raise ValueError("MldftCalculator needs pseudopotentials for the total energy")
