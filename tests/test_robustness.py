@@ -79,12 +79,14 @@ def tiny_tmpfs(tmp_path):
 
 
 @pytest.mark.mpi
-def test_disk_full_during_collective_write_ends_the_job(tiny_tmpfs):
-    proc, seconds = mpirun([sys.executable, SCRIPT, "write_error", tiny_tmpfs])
+@pytest.mark.parametrize("mode", ["write_error", "checkpoint_write_error"])
+def test_disk_full_during_collective_write_ends_the_job(tiny_tmpfs, mode):
+    proc, seconds = mpirun([sys.executable, SCRIPT, mode, tiny_tmpfs])
     assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
     assert proc.returncode != 0 and "the write completed" not in proc.stdout
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert not list(tiny_tmpfs.iterdir())  # no .partial left
+    if mode == "write_error":
+        assert not list(tiny_tmpfs.iterdir())  # no .partial left
 
 
 # ----------------------------------------------------------------------------------------------------

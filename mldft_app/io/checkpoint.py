@@ -21,6 +21,7 @@ chunk is recomputed. A damaged or foreign *manifest* is refused (UserInputError)
 the path holds something this run did not write.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +33,8 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel import CollectiveInputError, UserInputError
+from ..parallel import CollectiveInputError, UserInputError, shorten
+from .output import ABANDONED_FILES, is_io_error
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,29 @@ def _open(path, mode, comm):
     return h5py.File(path, mode)
 
 
+@contextlib.contextmanager
+def _writing(path, comm):
+    """``path`` opened for writing (:func:`_open`), closed only when the block succeeds.
+
+    After an error on this rank the others may be inside a collective call, where a collective close
+    would hang: the file is parked in ``io.output.ABANDONED_FILES`` (unclosed) and the error goes on
+    to run_or_abort, which ends the job.
+    """
+    h5 = _open(path, "w", comm)
+    try:
+        yield h5
+    except BaseException as err:
+        if comm.size > 1:
+            ABANDONED_FILES.append(h5)
+        else:
+            h5.close()
+        if is_io_error(err):
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise UserInputError(f"writing checkpoint file {path} failed on rank {comm.rank}: {shorten(reason, 500)}") from None
+        raise
+    h5.close()
+
+
 def _fsync(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -370,7 +395,7 @@ class Checkpoint:
         box_shape = tuple(int(b - a) for a, b in zip(box[0], box[1]))
         tmp = final.with_name(final.name + ".tmp")
         checksum = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
-        with _open(tmp, "w", self.comm) as h5:
+        with _writing(tmp, self.comm) as h5:
             dset = h5.create_dataset("data", shape=box_shape + (m,), dtype=dtype)
             rel_start = tuple(s - b for s, b in zip(start, box[0]))
             _io(dset, rel_start, count, values.reshape(-1), True, self.comm)

@@ -6,6 +6,8 @@ Usage: robustness.py MODE [ARG]
   write_error DIRECTORY  the collective HDF5 output goes to DIRECTORY (a tiny tmpfs) and runs out of
                          space during the collective write: the job must end (MPI_Abort), leaving
                          no .partial file.
+  checkpoint_write_error DIRECTORY
+                         the same for a checkpoint stage (predict's restart files).
 """
 
 import sys
@@ -31,6 +33,15 @@ def write_error(comm, directory):
     print(f"rank {comm.rank}: the write completed", flush=True)
 
 
+def checkpoint_write_error(comm, directory):
+    from mldft_app.io.checkpoint import Checkpoint
+
+    layout = GridLayout.create((32, 32, 32), comm.size, comm.rank)
+    ckpt = Checkpoint(Path(directory) / "out.h5.ckpt", comm, "fingerprint")
+    ckpt.write_stage("descriptors", np.random.default_rng(comm.rank).random((layout.n_local, 64)), layout)
+    print(f"rank {comm.rank}: the write completed", flush=True)
+
+
 def main():
     comm = Comm.world()
     mode = sys.argv[1]
@@ -38,6 +49,8 @@ def main():
         run_or_abort(comm, root_check_error, comm)
     elif mode == "write_error":
         run_or_abort(comm, write_error, comm, sys.argv[2])
+    elif mode == "checkpoint_write_error":
+        run_or_abort(comm, checkpoint_write_error, comm, sys.argv[2])
     print(f"rank {comm.rank}: not aborted", flush=True)
 
 
