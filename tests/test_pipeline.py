@@ -27,7 +27,7 @@ def test_convert_train_predict_chain(tmp_path, al32_dir):
     }
     predict = {
         "task": "predict", "structure": {"file": str(REPO / "inputs/structures/al32_933K_md_seed4711.extxyz")},
-        "grid": {"shape": [10, 10, 10]}, "model": {"file": str(model)}, "output": {"file": str(out)},
+        "grid": {"shape": [12, 12, 12]}, "model": {"file": str(model)}, "output": {"file": str(out)},
     }
     postprocess = {"task": "postprocess", "snapshot_file": str(snapshot), "output": {"file": str(post)},
                    "pseudopotentials": {"Al": str(UPF)}}
