@@ -233,6 +233,13 @@ class LdosWindowConfig:
 
 
 @dataclass(frozen=True)
+class ActiveLearningConfig:
+    model: str = option(doc="ensemble model file (training.ensemble_size > 1) whose total-energy spread ranks the MD candidates", path=True)
+    candidates: int = option(doc="MD configurations per snapshot to compute: a set of N snapshots runs its MD for N x candidates configurations (same spacing_steps) and sends the N of largest ensemble spread to pw.x/pp.x", minimum=1)
+    grid: typing.List[int] = option([12, 12, 12], doc="real-space grid of the ranking predictions (coarse is enough to rank)", length=3, minimum=1)
+
+
+@dataclass(frozen=True)
 class DatagenInput:
     task: str = option(doc="what the run does", choices=TASKS)
     output_dir: str = option(doc="directory of the run: snapshots/ (the training files), work/ (MD and QE files per snapshot)", path=True)
@@ -248,6 +255,7 @@ class DatagenInput:
     descriptors: DescriptorConfig = section(DescriptorConfig, "SNAP fingerprint parameters")
     max_snapshots_per_run: typing.Optional[int] = option(None, doc="compute at most this many new snapshots, then stop (resume with the same input); null = all", minimum=1)
     keep_qe_files: bool = option(False, doc="keep wavefunctions and LDOS cubes after a snapshot is converted (large)")
+    active_learning: typing.Optional[ActiveLearningConfig] = option(None, doc="compute DFT only for the MD configurations an ensemble model is least sure about (work/<set>/selection.json records the choice); null = every MD snapshot")
 
 
 @dataclass(frozen=True)

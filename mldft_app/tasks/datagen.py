@@ -5,6 +5,7 @@ Layout of ``output_dir``::
     recipe.yaml                      the validated input of the first run (later runs must agree)
     snapshots/<name>.h5              the training snapshots (written by the convert task's code)
     work/<set>/structures.extxyz     the MD snapshots of one temperature set; md.done
+    work/<set>/selection.json        active learning: the candidates' ensemble spread and the chosen ones
     work/<set>/<name>/               scf.in/out, pp.in/out, tmp/ (wavefunctions), ldos.ppNNN.cube;
                                      pw.done, pp.done, converted.done
 
@@ -36,11 +37,13 @@ from ..energy.upf import read_upf
 from ..io.qe import read_pw_output
 from ..io.snapshot import open_snapshot
 from ..parallel import UserInputError, checked_on_root
+from ..model.store import load_model
 from .convert import run_convert
+from .datagen_selection import ensure_selection
 
 log = logging.getLogger(__name__)
 
-RUN_CONTROL_KEYS = ("output_dir", "max_snapshots_per_run", "keep_qe_files", "temperatures")
+RUN_CONTROL_KEYS = ("output_dir", "max_snapshots_per_run", "keep_qe_files", "temperatures", "active_learning")
 RUN_CONTROL_QE_KEYS = ("mpi_ranks", "launcher", "timeout", "pw_command", "pp_command", "nbnd")
 """Keys that may change between runs of one campaign (all others must equal recipe.yaml's): a moved
 campaign directory is fine; nbnd only adds bands above the LDOS window (raise it when the band check
@@ -132,7 +135,8 @@ def plan_campaign(cfg):
             recipes[run_name] = md.MdRecipe(
                 element=element, lattice=cfg.lattice, lattice_constant=cfg.lattice_constant,
                 supercell=tuple(cfg.supercell), mass=mass, potential=potential, pair_style=cfg.md.pair_style,
-                temperature=tset.temperature, phase=tset.phase, n_snapshots=tset.snapshots, timestep=cfg.md.timestep,
+                temperature=tset.temperature, phase=tset.phase, timestep=cfg.md.timestep,
+                n_snapshots=tset.snapshots * (cfg.active_learning.candidates if cfg.active_learning else 1),
                 damping=cfg.md.thermostat_damping, equilibration_steps=cfg.md.equilibration_steps,
                 spacing_steps=cfg.md.spacing_steps, melt_temperature=cfg.md.melt_temperature,
                 melt_steps=cfg.md.melt_steps, quench_steps=cfg.md.quench_steps,
@@ -141,6 +145,9 @@ def plan_campaign(cfg):
             tasks += [SnapshotTask(f"{run_name}_{j:03d}", run_name, j, tset.temperature, tset.phase)
                       for j in range(tset.snapshots)]
     _check_recipe_file(cfg)
+    if cfg.active_learning is not None and load_model(cfg.active_learning.model).n_members < 2:
+        raise UserInputError(f"active_learning.model {cfg.active_learning.model} is a single network: ranking the "
+                             "candidates needs an ensemble (training.ensemble_size >= 2)")
     return Campaign(recipes, tasks, n_atoms, float(n_electrons), int(nbnd), n_energies)
 
 
@@ -357,8 +364,20 @@ def run_datagen(cfg, comm):
 
 
 def _compute_snapshot(cfg, comm, campaign, paths, task, md_cache):
-    """MD (once per set), pw.x, pp.x on rank 0; convert on all ranks. Returns {step: seconds}."""
+    """MD (once per set), pw.x, pp.x on rank 0; convert on all ranks. Returns {step: seconds}.
+
+    With active learning, the set's MD candidates are ranked by all ranks first and ``md_cache`` holds
+    the chosen ones, most uncertain first (:mod:`.datagen_selection`).
+    """
     seconds = {}
+    if cfg.active_learning is not None and task.set_name not in md_cache:
+        structures, seconds["MD"] = checked_on_root(comm, ensure_md, paths, task.set_name, campaign.recipes[task.set_name])
+        n_select = sum(1 for t in campaign.tasks if t.set_name == task.set_name)
+        start = time.perf_counter()
+        chosen = ensure_selection(paths.set_dir(task.set_name), structures, n_select, cfg.active_learning,
+                                  cfg.qe.pseudopotential, cfg.element, task.temperature, comm)
+        seconds["ranking"] = time.perf_counter() - start
+        md_cache[task.set_name] = [structures[i] for i in chosen]
 
     def qe_part():
         if task.set_name not in md_cache:
