@@ -171,16 +171,6 @@ def leftovers(directory, keep=()):
 # Silent wrong physics and late failures: refused before heavy work
 
 
-def _nan_model(tmp_path, tiny):
-    import torch
-
-    payload = torch.load(tiny["model"], weights_only=True)
-    name = next(iter(payload["network_state"]))
-    payload["network_state"][name][0] = float("nan")
-    torch.save(payload, tmp_path / "nan.pt")
-    return {"model": {"file": str(tmp_path / "nan.pt")}}
-
-
 PHYSICS_CASES = {  # id -> (function (tmp_path, tiny) -> (grid shape, input sections), fragment)
     "nan_coordinate": (lambda t, m: ((8, 8, 8), {"structure": {"file": _nan_structure(t)}}), "non-finite coordinates"),
     "overlapping_atoms": (lambda t, m: ((8, 8, 8), {"structure": {"file": extxyz(t / "o.extxyz", moved(m, 1, m["atoms"].positions[0]))}}),
@@ -189,11 +179,8 @@ PHYSICS_CASES = {  # id -> (function (tmp_path, tiny) -> (grid shape, input sect
     "grid_far_coarser_than_training": (lambda t, m: ((2, 2, 2), {}), "x the model's training spacing"),
     "huge_temperature": (lambda t, m: ((8, 8, 8), {"physics": {"temperature": 1.0e9}}), "is wider than the LDOS energy window"),
     "huge_grid": (lambda t, m: ((100000, 100000, 100000), {}), "per rank"),
-    "model_with_nan_weights": (lambda t, m: ((8, 8, 8), _nan_model(t, m)), "non-finite values"),
-    "structure_index_out_of_range": (lambda t, m: ((8, 8, 8), {"structure": {"index": 5}}), "structure.index 5"),
     "output_is_the_structure": (lambda t, m: ((8, 8, 8), {"output": {"file": str(m["structure"]), "overwrite": True}}),
                                 "is the input structure.file"),
-    "output_is_the_model": (lambda t, m: ((8, 8, 8), {"output": {"file": str(m["model"]), "overwrite": True}}), "is the input model.file"),
     "existing_unrelated_xdmf": (lambda t, m: ((8, 8, 8), {"output": {"file": str(_write(t / "out.xdmf", "keep") and t / "out.h5")}}),
                                 "output.file's XDMF sidecar"),
 }
@@ -353,6 +340,41 @@ def test_convert_refuses_a_nan_ldos(tmp_path, tiny):
     assert seconds < HANG_GUARD_S and proc.returncode != 0
     assert "192 of 192 LDOS values are not finite" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert leftovers(tmp_path) == []
+
+
+# The same pre-flight path as above (one message, status 2 on every rank), checked in-process:
+
+
+def test_model_with_nan_weights_is_refused(tmp_path, tiny):
+    import torch
+
+    from mldft_app.model.store import load_model
+    from mldft_app.parallel import UserInputError
+
+    payload = torch.load(tiny["model"], weights_only=True)
+    name = next(iter(payload["network_state"]))
+    payload["network_state"][name][0] = float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(UserInputError, match=f"nan.pt is damaged or incomplete: the network's {name} hold non-finite"):
+        load_model(tmp_path / "nan.pt")
+
+
+def test_structure_index_out_of_range_is_named(tiny):
+    from mldft_app.parallel import UserInputError
+    from mldft_app.structure import read_structure
+
+    with pytest.raises(UserInputError, match="structure.index 5: structure file .* has no such image"):
+        read_structure(tiny["structure"], index=5)
+
+
+def test_output_equal_to_the_model_is_refused(tmp_path, tiny):
+    from mldft_app.config import load_config
+    from mldft_app.parallel import UserInputError
+    from mldft_app.tasks.predict import preflight
+
+    cfg = load_config(predict_input(tmp_path, tiny, output={"file": str(tiny["model"]), "overwrite": True}))
+    with pytest.raises(UserInputError, match="is the input model.file"):
+        preflight(cfg)
 
 
 def test_damaged_checkpoint_manifest_is_named_damaged(tmp_path):
