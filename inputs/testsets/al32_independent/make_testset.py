@@ -11,8 +11,9 @@ with conv_thr 1e-8 Ry and the k-grid given (pw.x -nk 2 above 2x2x2).
 Resumable: a pw.x run whose scf.out holds JOB DONE is never redone. From the repository root:
   .venv/bin/python inputs/testsets/al32_independent/make_testset.py WORKDIR k2 k4 k3   # pw.x runs
   .venv/bin/python inputs/testsets/al32_independent/make_testset.py WORKDIR collect:inputs/testsets/al32_independent
-Stages: kN (all configurations at NxNxN), kN:name1,name2 (only those), collect:DIR (writes DIR/structures.extxyz
-and DIR/pw_kNNN_<T>K.extxyz with energies in eV and forces in eV/A, and prints the k-point table).
+Stages: kN (all configurations at NxNxN, Gamma-centred), kNs (shifted by half a step: N N N 1 1 1),
+kN:name1,name2 (only those), collect:DIR (writes DIR/structures.extxyz
+and DIR/pw_<grid>_<T>K.extxyz with energies in eV and forces in eV/A, and prints the k-point table).
 """
 import sys
 from pathlib import Path
@@ -72,8 +73,9 @@ def structures():
     return {name: out[name] for name in CONFIGS}
 
 
-def run_pw(name, atoms, k):
-    work = ROOT / name / f"k{k}{k}{k}"
+def run_pw(name, atoms, k, shifted=False):
+    """pw.x of one configuration on the unshifted (Gamma-centred) or half-shifted (1 1 1) k x k x k grid."""
+    work = ROOT / name / (f"k{k}{k}{k}" + ("s" if shifted else ""))
     out = work / "scf.out"
     if out.is_file() and "JOB DONE" in out.read_text(errors="replace"):
         return
@@ -82,13 +84,20 @@ def run_pw(name, atoms, k):
                               ecutwfc=20.0, ecutrho=None, kpoints=[k] * 3, nbnd=64, conv_thr=1e-8,
                               mixing_beta=0.3, fft_grid=[45, 45, 45])
     text = text.replace("verbosity='high'", "verbosity='low', disk_io='none'")
+    if shifted:
+        text = text.replace(f"{k} {k} {k} 0 0 0", f"{k} {k} {k} 1 1 1")
     sec = runner.run_qe("pw.x" + (" -nk 2" if k > 2 else ""), text, work, "scf", ranks=2,
                         launcher="/usr/bin/mpirun -n {ranks}")
-    print(f"{name} k{k}: {sec:.0f} s", flush=True)
+    print(f"{name} k{k}{'s' if shifted else ''}: {sec:.0f} s", flush=True)
+
+GRIDS = ("k222", "k222s", "k333", "k444", "k444s", "k555", "k666", "k666s")
+"""k-grid labels in order of density: kNNN Gamma-centred, kNNNs shifted by half a step."""
+
 
 def collect(out_dir):
-    """Write out_dir/structures.extxyz and, per k-grid and temperature, out_dir/pw_kNNN_<T>K.extxyz: the finished
-    configurations with pw.x's energy (eV) and forces (eV/A); print E(kN) - E(k4) per configuration (meV/atom)."""
+    """Write out_dir/structures.extxyz and, per k-grid and temperature, out_dir/pw_<grid>_<T>K.extxyz: the finished
+    configurations with pw.x's energy (eV) and forces (eV/A); print each grid's energy minus that of the densest
+    grid computed for the configuration (meV/atom)."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     out_dir = Path(out_dir)
@@ -96,25 +105,29 @@ def collect(out_dir):
     confs = structures()
     ase.io.write(out_dir / "structures.extxyz", list(confs.values()), format="extxyz")
     table = {}
-    for k in (2, 3, 4, 5, 6):
+    for grid in GRIDS:
         frames = {}
         for name, atoms in confs.items():
-            out = ROOT / name / f"k{k}{k}{k}" / "scf.out"
+            out = ROOT / name / grid / "scf.out"
             if not (out.is_file() and "JOB DONE" in out.read_text(errors="replace")):
                 continue
             done = ase.io.read(out, format="espresso-out")
             frame = atoms.copy()
-            frame.info.update(kpoints=f"{k}x{k}x{k}")
+            frame.info.update(kpoints=grid)
             frame.calc = SinglePointCalculator(frame, energy=done.get_potential_energy(), forces=done.get_forces())
             frames.setdefault(atoms.info["temperature"], []).append(frame)
-            table.setdefault(name, {})[k] = done.get_potential_energy() / len(atoms)
+            table.setdefault(name, {})[grid] = (done.get_potential_energy() / len(atoms), done.get_forces())
         for temperature, group in frames.items():
-            ase.io.write(out_dir / f"pw_k{k}{k}{k}_{temperature:.0f}K.extxyz", group, format="extxyz")
-    print(f"{'configuration':<18}{'phase':<8}{'E(k2) eV/atom':>15}" + "".join(f"{'E(k%d)-E(k4)' % k:>13}" for k in (2, 3, 5, 6))
-          + "  (meV/atom)")
-    for name, e in table.items():
-        cells = "".join(f"{1000 * (e[k] - e[4]):>13.2f}" if k in e and 4 in e else f"{'-':>13}" for k in (2, 3, 5, 6))
-        print(f"{name:<18}{confs[name].info['phase']:<8}{e.get(2, float('nan')):>15.5f}{cells}")
+            ase.io.write(out_dir / f"pw_{grid}_{temperature:.0f}K.extxyz", group, format="extxyz")
+    print(f"{'configuration':<18}{'phase':<8}{'densest':>8}" + "".join(f"{g:>9}" for g in GRIDS)
+          + "   E(grid) - E(densest), meV/atom; forces RMS difference, eV/A")
+    for name, rows in table.items():
+        densest = [g for g in GRIDS if g in rows][-1]
+        e_ref, f_ref = rows[densest]
+        energies = "".join(f"{1000 * (rows[g][0] - e_ref):>9.2f}" if g in rows else f"{'-':>9}" for g in GRIDS)
+        forces = "".join(f"{np.sqrt(np.mean((rows[g][1] - f_ref) ** 2)):>9.3f}" if g in rows else f"{'-':>9}" for g in GRIDS)
+        print(f"{name:<18}{confs[name].info['phase']:<8}{densest:>8}{energies}")
+        print(f"{'':<34}{forces}")
     return table
 
 
@@ -124,8 +137,8 @@ if __name__ == "__main__":
         if stage.startswith("collect:"):
             collect(stage.partition(":")[2])
         elif stage.startswith("k"):
-            k, _, only = stage[1:].partition(":")
+            grid, _, only = stage[1:].partition(":")
             for name, atoms in confs.items():
                 if not only or name in only.split(","):
-                    run_pw(name, atoms, int(k))
+                    run_pw(name, atoms, int(grid.rstrip("s")), shifted=grid.endswith("s"))
 
