@@ -391,3 +391,17 @@ def test_output_on_a_full_disk_is_refused_before_heavy_work(tmp_path, tiny, tiny
     proc, seconds = mpirun([APP, predict_input(tmp_path, tiny, output={"file": str(tiny_tmpfs / "out.h5")})])
     assert_refused_once(proc, seconds, "not enough free space for output")
     assert list(tiny_tmpfs.iterdir()) == []  # no lock, no .partial
+
+
+def test_a_failed_snapshot_write_leaves_the_old_file(tmp_path, tiny):
+    from mldft_app.io.snapshot import write_snapshot
+
+    target = tmp_path / "snap.h5"
+    shutil.copy(tiny["snapshot"], target)
+    before = digest(target)
+    atoms = tiny["atoms"]
+    with pytest.raises(TypeError):  # fails half-way: after the grid datasets
+        write_snapshot(target, descriptors=np.zeros((4, 4, 4, 5)), ldos=np.zeros((4, 4, 4, 171)), energies=helper.ENERGIES,
+                       cell=atoms.cell[:], positions=atoms.get_positions(), numbers=atoms.get_atomic_numbers(),
+                       temperature=933.0, n_electrons=12.0, descriptor_params={"twojmax": object()}, source="test")
+    assert digest(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["snap.h5"]

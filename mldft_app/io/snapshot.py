@@ -21,6 +21,7 @@ without touching the rest of the file. Points are flattened in C order (x slowes
 """
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -80,7 +81,8 @@ def write_snapshot(
     reference=None,
     reference_forces=None,
 ):
-    """Write one training snapshot (serially; the file is replaced if it exists).
+    """Write one training snapshot (serially; written as ``<path>.partial`` and renamed over ``path`` when
+    complete, so a failed write leaves an existing file as it was).
 
     Parameters
     ----------
@@ -120,6 +122,19 @@ def write_snapshot(
     _check_arrays(descriptors.shape, ldos.shape, energies, np.shape(cell), positions.shape, numbers.shape)
     if reference_forces is not None and np.shape(reference_forces) != positions.shape:
         raise ValueError(f"reference_forces shape {np.shape(reference_forces)} != positions shape {positions.shape}")
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")  # a file with the final name is always whole
+    try:
+        _write_snapshot_file(partial, descriptors, ldos, energies, cell, positions, numbers, temperature, n_electrons,
+                             descriptor_params, source, reference, reference_forces)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+
+
+def _write_snapshot_file(path, descriptors, ldos, energies, cell, positions, numbers, temperature, n_electrons,
+                         descriptor_params, source, reference, reference_forces):
     with h5py.File(path, "w") as f:
         f.attrs.update(
             format=FORMAT,
