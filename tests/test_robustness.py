@@ -405,3 +405,23 @@ def test_a_failed_snapshot_write_leaves_the_old_file(tmp_path, tiny):
                        cell=atoms.cell[:], positions=atoms.get_positions(), numbers=atoms.get_atomic_numbers(),
                        temperature=933.0, n_electrons=12.0, descriptor_params={"twojmax": object()}, source="test")
     assert digest(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["snap.h5"]
+
+
+def test_fermi_level_warning_only_when_the_window_cuts_the_occupation(caplog):
+    """A window from well below to well above the Fermi level is quiet; one whose edge lies within a few kT
+    of it warns (the bottom edge: holes below it are lost; the top edge: electrons above it)."""
+    import logging
+
+    import numpy as np
+
+    from mldft_app.tasks.checks import check_fermi_level
+
+    energies = np.linspace(-5.0, 10.0, 301)
+    with caplog.at_level(logging.WARNING):
+        check_fermi_level(7.4, energies, 933.0)
+    assert not caplog.records
+    for fermi in (-4.9, 9.9):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            check_fermi_level(fermi, energies, 933.0)
+        assert "cut by the LDOS window" in caplog.text

@@ -148,7 +148,7 @@ def check_fermi_level(fermi, energies, temperature):
                              "the electron count, temperature or LDOS does not fit this window")
     kt = kelvin_to_ev(temperature)
     top = 1.0 / (1.0 + np.exp(min((hi - fermi) / kt, 700.0)))
-    bottom = 1.0 - 1.0 / (1.0 + np.exp(min((fermi - lo) / kt, 700.0)))
+    bottom = 1.0 / (1.0 + np.exp(min((fermi - lo) / kt, 700.0)))  # 1 - f(lo): the holes cut off below
     if max(top, bottom) > EDGE_OCCUPATION_WARNED:
         log.warning("the Fermi-Dirac occupation is cut by the LDOS window (occupation %.2g at its top %.4g eV, "
                     "%.2g missing at its bottom %.4g eV): energies may be off", top, hi, bottom, lo)
