@@ -20,9 +20,13 @@ def block_split(n, parts, index):
 
 
 def process_grid(shape, nprocs):
-    """Choose (px, py, pz) with px*py*pz == nprocs and p_i <= n_i minimising the brick surface.
+    """Choose (px, py, pz) with px*py*pz == nprocs and p_i <= n_i: pz = 1 when the grid allows it, then
+    the smallest brick surface.
 
-    Raises ValueError if the grid has fewer points along the axes than the ranks need.
+    z stays whole where it can because the distributed FFT (mpi4py-fft's PFFT, real-to-complex along z
+    first) keeps z whole: a (px, py, 1) brick is then exactly its pencil and the transforms move no data
+    between layouts (:mod:`mldft_app.energy.fft`). Raises ValueError if the grid has fewer points along
+    the axes than the ranks need.
     """
     best = None
     for px in range(1, nprocs + 1):
@@ -37,12 +41,12 @@ def process_grid(shape, nprocs):
                 continue
             sub = [n / p for n, p in zip(shape, dims)]
             surface = sub[0] * sub[1] + sub[1] * sub[2] + sub[0] * sub[2]
-            key = (surface, dims)
+            key = (pz != 1, surface, dims)
             if best is None or key < best:
                 best = key
     if best is None:
         raise ValueError(f"grid {tuple(shape)} is too small to be split over {nprocs} MPI ranks")
-    return best[1]
+    return best[2]
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,12 @@ def test_owner_matches_brick_table_on_random_points():
         assert np.all(point >= start) and np.all(point < start + count)
 
 
-def test_process_grid_prefers_compact_bricks_and_rejects_tiny_grids():
-    assert sorted(process_grid((100, 100, 100), 8)) == [2, 2, 2]
-    assert process_grid((100, 100, 2), 4)[2] <= 2
+def test_process_grid_keeps_z_whole_then_prefers_compact_bricks_and_rejects_tiny_grids():
+    assert process_grid((100, 100, 100), 2)[2] == 1  # z whole: the bricks are the FFT's pencils
+    assert process_grid((100, 100, 100), 8) in ((2, 4, 1), (4, 2, 1))  # not (2, 2, 2)
+    assert process_grid((100, 10, 100), 4) == (4, 1, 1)  # compact among those with z whole
+    assert process_grid((2, 2, 100), 8) == (1, 1, 8)  # z split only when x and y cannot take the ranks
+    assert process_grid((100, 100, 2), 4)[2] == 1
     with pytest.raises(ValueError, match="too small"):
         process_grid((1, 1, 1), 2)
 

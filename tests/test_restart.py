@@ -13,8 +13,9 @@ from mldft_app.parallel import FAULT_INJECTION_VARIABLE
 APP = REPO / ".venv" / "bin" / "mldft_app"
 
 
-def write_input(tmp_path, name, shape=(12, 12, 12), restart="auto"):
+def write_input(tmp_path, name, shape=(12, 12, 12), restart="auto", backend="lammps"):
     data = {
+        "descriptors": {"backend": backend},
         "task": "predict",
         "structure": {"file": str(REPO / "inputs/structures/al32_933K_md_seed4711.extxyz")},
         "grid": {"shape": list(shape)},
@@ -45,10 +46,18 @@ def results(path):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reference")
-    run_app(1, write_input(tmp, "plain", restart="never"))
-    return results(tmp / "out.h5")
+def references(tmp_path_factory):
+    """Uninterrupted run's results per descriptor backend (computed when first asked)."""
+    cache = {}
+
+    def get(backend="lammps"):
+        if backend not in cache:
+            tmp = tmp_path_factory.mktemp(f"reference_{backend}")
+            run_app(1, write_input(tmp, "plain", restart="never", backend=backend))
+            cache[backend] = results(tmp / "out.h5")
+        return cache[backend]
+
+    return get
 
 
 def checkpoint_files(tmp_path):
@@ -57,7 +66,8 @@ def checkpoint_files(tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("fault", ["after_descriptors", "inference_chunk", "integrals"])
-def test_killed_run_resumes_bit_for_bit(tmp_path, reference, fault):
+def test_killed_run_resumes_bit_for_bit(tmp_path, references, fault):
+    """LAMMPS computes the whole brick's descriptors (a checkpoint stage); the LDOS follows in 4 slabs."""
     path = write_input(tmp_path, "run")
     killed = run_app(1, path, fault=fault)
     assert killed.returncode != 0
@@ -67,20 +77,42 @@ def test_killed_run_resumes_bit_for_bit(tmp_path, reference, fault):
     if fault != "after_descriptors":
         assert any(".ldos.chunk" in f for f in files)
     resumed = run_app(1, path, "--restart")
-    assert "descriptors read from the checkpoint" in resumed.stderr
+    if fault == "integrals":  # every LDOS slab is there: the descriptors are not needed
+        assert "LDOS of 4 of 4 slabs read from the checkpoint" in resumed.stderr
+        assert "descriptors read from the checkpoint" not in resumed.stderr
+    else:
+        assert "descriptors read from the checkpoint" in resumed.stderr
     got = results(tmp_path / "out.h5")
-    for name, value in reference.items():
+    for name, value in references().items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     assert checkpoint_files(tmp_path) == [] and not (tmp_path / "out.h5.partial").exists()
 
 
 @pytest.mark.mpi
-def test_one_rank_checkpoint_resumes_on_two_ranks(tmp_path, reference):
+@pytest.mark.parametrize("fault", ["after_descriptors", "inference_chunk"])
+def test_streamed_run_resumes_bit_for_bit(tmp_path, references, fault):
+    """The torch backends stream: descriptors and LDOS batch by batch, only the LDOS slabs are checkpointed."""
+    path = write_input(tmp_path, "run", backend="torch_float32")
+    assert run_app(1, path, fault=fault).returncode != 0
+    files = checkpoint_files(tmp_path)
+    assert not any("descriptors" in f for f in files)
+    assert any(".ldos.chunk" in f for f in files) == (fault == "inference_chunk")
+    resumed = run_app(1, path, "--restart")
+    if fault == "inference_chunk":
+        assert "LDOS of 1 of 4 slabs read from the checkpoint" in resumed.stderr
+    got = results(tmp_path / "out.h5")
+    for name, value in references("torch_float32").items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert checkpoint_files(tmp_path) == []
+
+
+@pytest.mark.mpi
+def test_one_rank_checkpoint_resumes_on_two_ranks(tmp_path, references):
     path = write_input(tmp_path, "run")
     assert run_app(1, path, fault="inference_chunk").returncode != 0
     run_app(2, path, "--restart")
     got = results(tmp_path / "out.h5")
-    for name, value in reference.items():
+    for name, value in references().items():
         np.testing.assert_allclose(got[name], value, rtol=1e-10, atol=0, err_msg=name)
 
 

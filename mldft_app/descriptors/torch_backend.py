@@ -103,33 +103,63 @@ def compute_torch(
     ndarray (layout.n_local, params.n_components), float64, rows in ``layout.local_indices()`` order.
     """
     start_time = time.perf_counter()
-    grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
-    result = np.empty((layout.n_local, params.n_components), dtype=np.float64)
-
-    def fill(bounds):
-        first, stop = bounds
-        result[first:stop] = grid.compute(first, stop).to(torch.float64).cpu().numpy()
-
-    # A single rank spreads the compiled kernel's chunks over torch's threads (ctypes releases the GIL);
-    # ranks of a parallel run (one per core, as a rule) use one thread each. torch threads its own path.
-    threads = torch.get_num_threads() if grid.kernel == "compiled" and comm.size == 1 else 1
-    if threads > 1 and layout.n_local > 1:
-        size = min(grid.forward_chunk_points, -(-layout.n_local // threads))
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fill, grid.chunks(size)))
-    else:
-        for bounds in grid.chunks(grid.forward_chunk_points):
-            fill(bounds)
+    source = RowDescriptors(atoms, layout, params, comm, device, dtype, max_chunk_bytes, chunk_points, native)
+    result = source.rows(np.arange(layout.n_local))
+    source.close()
     seconds = time.perf_counter() - start_time
     slowest = comm.allreduce_max(seconds)
     n_points = int(np.prod(layout.shape))
     log.info(
         "SNAP descriptors (torch backend, %s kernel on %s, %s, twojmax %d, %d components): %d atoms, grid %s, "
         "%d local points; %.2f s on this rank, slowest rank %.2f s (%.3g ms per grid point per rank)",
-        grid.kernel, grid.device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components, len(atoms),
-        layout.shape, layout.n_local, seconds, slowest, 1e3 * slowest * comm.size / max(n_points, 1),
+        source.grid.kernel, source.grid.device, str(dtype).replace("torch.", ""), params.twojmax, params.n_components,
+        len(atoms), layout.shape, layout.n_local, seconds, slowest, 1e3 * slowest * comm.size / max(n_points, 1),
     )
     return result
+
+
+class RowDescriptors:
+    """Descriptors of any rows of this rank's brick, computed when asked (streaming use, no communication).
+
+    Arguments as :func:`compute_torch`; ``comm`` only tells whether this is a single-rank run: a single
+    rank spreads the compiled kernel's chunks over torch's threads (ctypes releases the GIL), ranks of a
+    parallel run (one per core, as a rule) use one thread each; torch threads its own path.
+    """
+
+    def __init__(self, atoms, layout, params, comm, device="auto", dtype=torch.float64,
+                 max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None, native="auto"):
+        self.grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
+        self.n_components = params.n_components
+        threads = torch.get_num_threads() if self.grid.kernel == "compiled" and comm.size == 1 else 1
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self._threads = threads
+
+    def rows(self, index):
+        """Descriptors of local rows ``index`` (int array (n,), positions in ``layout.local_indices()``):
+        ndarray (n, n_components) float64 (a float32 kernel's values converted)."""
+        index = np.asarray(index, dtype=np.int64)
+        result = np.empty((len(index), self.n_components), dtype=np.float64)
+        size = max(1, min(self.grid.forward_chunk_points, -(-len(index) // self._threads)))
+        pieces = [(first, min(first + size, len(index))) for first in range(0, len(index), size)]
+
+        def fill(bounds):
+            first, stop = bounds
+            values = self.grid.compute_rows(index[first:stop])
+            result[first:stop] = values.to(torch.float64).cpu().numpy()
+
+        if self._pool is not None and len(pieces) > 1:
+            list(self._pool.map(fill, pieces))
+        else:
+            for bounds in pieces:
+                fill(bounds)
+        return result
+
+    def close(self):
+        """Stop the worker threads (the object cannot compute afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+            self._threads = 1
 
 
 _NOTED = set()
@@ -226,9 +256,20 @@ class BrickDescriptors:
                 raise ValueError(f"positions must have shape ({self.n_atoms}, 3), got {tuple(positions.shape)}")
             displacements = positions - positions.detach()  # zero values, identity gradient
         chunk = self._points[first:stop]
-        if positions is None and self._native is not None:
-            return self._kernel.descriptors(self._native.bispectrum(chunk, self._cells))
+        if positions is None:
+            return self._forward(chunk)
         delta, pair_point = self._cells.pairs(chunk, displacements)
+        utot = self._kernel.ulisttot(delta, pair_point, len(chunk))
+        return self._kernel.descriptors(self._kernel.bispectrum(utot))
+
+    def compute_rows(self, index):
+        """Descriptors of the local rows ``index`` (int array (n,)), no gradient: tensor (n, n_components)."""
+        return self._forward(self._points[torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.device)])
+
+    def _forward(self, chunk):
+        if self._native is not None:
+            return self._kernel.descriptors(self._native.bispectrum(chunk, self._cells))
+        delta, pair_point = self._cells.pairs(chunk, None)
         utot = self._kernel.ulisttot(delta, pair_point, len(chunk))
         return self._kernel.descriptors(self._kernel.bispectrum(utot))
 
@@ -244,4 +285,4 @@ def make_torch_backend(
     return backend
 
 
-__all__ = ["BrickDescriptors", "compute_torch", "grid_positions", "make_torch_backend", "resolve_device"]
+__all__ = ["BrickDescriptors", "RowDescriptors", "compute_torch", "grid_positions", "make_torch_backend", "resolve_device"]

@@ -11,11 +11,13 @@ delta_ij, units 1/Angstrom). Only the half spectrum m_3 = 0 .. n3//2 is stored (
 :attr:`DistributedFFT.g_weight` (1 or 2) says how many coefficients of the full spectrum each stored
 one stands for, so that a sum over the full spectrum is ``sum(g_weight * value)``.
 
-How the data moves: mpi4py-fft's ``PFFT`` wants its input in its own pencil layout, which is not our
-brick layout. At construction every rank works out, once, where each of its brick points lives in the
-PFFT input layout, and the two sides exchange flat global indices (one ``comm.alltoallv_rows``).
-After that a transform moves only values: brick -> pencil (one alltoallv), the parallel FFT, and for
-the backward transform pencil -> brick by the reverse of the same exchange. The reciprocal-space
+How the data moves: mpi4py-fft's ``PFFT`` wants its input in its own pencil layout (z whole). When the
+bricks keep z whole too (process grid (px, py, 1), :func:`~mldft_app.decomposition.process_grid`'s
+choice wherever the grid allows it), PFFT is given that (px, py) grid and each brick *is* its pencil:
+no exchange. Otherwise, at construction every rank works out, once, where each of its brick points
+lives in the PFFT input layout, and the two sides exchange flat global indices (one
+``comm.alltoallv_rows``); after that a transform moves only values: brick -> pencil (one alltoallv),
+the parallel FFT, and for the backward transform pencil -> brick by the reverse of the same exchange. The reciprocal-space
 coefficients stay in PFFT's output layout; :attr:`g_vectors` etc. describe that local block. The
 grid is never gathered on one rank. In serial the transform is ``numpy.fft`` on the whole grid
 (or mpi4py-fft on MPI_COMM_SELF with ``backend="mpi4py-fft"``).
@@ -84,7 +86,8 @@ class DistributedFFT:
                 raise ValueError("the numpy backend runs on one rank only")
             self._engine = _NumpyEngine(self.shape)
         elif backend == "mpi4py-fft":
-            self._engine = _PfftEngine(comm.native(), self.shape, planner_effort)
+            pencil_grid = tuple(layout.dims[:2]) if layout.dims[2] == 1 else None  # bricks = PFFT's pencils
+            self._engine = _PfftEngine(comm.native(), self.shape, planner_effort, pencil_grid)
         else:
             raise ValueError(f"unknown FFT backend {backend!r}; use 'numpy' or 'mpi4py-fft'")
         self.backend = backend
@@ -286,11 +289,12 @@ class _NumpyEngine:
 class _PfftEngine:
     """Parallel engine: mpi4py-fft's PFFT (FFTW) in its own pencil layout."""
 
-    def __init__(self, mpi_comm, shape, planner_effort):
+    def __init__(self, mpi_comm, shape, planner_effort, grid=None):
+        """``grid``: (px, py) process grid of the input pencils (z whole), or None for mpi4py-fft's choice."""
         from mpi4py_fft import PFFT
 
         self._pfft = PFFT(
-            mpi_comm, shape, axes=(0, 1, 2), dtype=np.float64, backend="fftw", planner_effort=planner_effort
+            mpi_comm, shape, axes=(0, 1, 2), dtype=np.float64, grid=grid, backend="fftw", planner_effort=planner_effort
         )
         real_slices = self._pfft.local_slice(False)
         self.real_shape = tuple(s.stop - s.start for s in real_slices)

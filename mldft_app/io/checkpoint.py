@@ -158,10 +158,16 @@ def global_checksum(comm, partial):
 # Boxes and collective I/O
 
 
-def plane_chunks(grid_shape, planes_per_chunk):
-    """Split the grid into slabs of whole x-planes: list of (start, stop) boxes, chunk id = list index."""
-    nx, ny, nz = (int(n) for n in grid_shape)
-    return [((x0, 0, 0), (min(x0 + planes_per_chunk, nx), ny, nz)) for x0 in range(0, nx, planes_per_chunk)]
+def plane_chunks(grid_shape, planes_per_chunk, axis=0):
+    """Split the grid into slabs of whole planes normal to ``axis`` (0: x-planes, 2: z-planes): list of
+    (start, stop) boxes, chunk id = list index."""
+    shape = [int(n) for n in grid_shape]
+    boxes = []
+    for first in range(0, shape[axis], planes_per_chunk):
+        start, stop = [0, 0, 0], list(shape)
+        start[axis], stop[axis] = first, min(first + planes_per_chunk, shape[axis])
+        boxes.append((tuple(start), tuple(stop)))
+    return boxes
 
 
 def brick_part(layout, box):
@@ -343,7 +349,7 @@ class Checkpoint:
             ids = sorted(int(m.group(1)) for p in self.path.parent.iterdir() if (m := pattern.match(p.name)))
         return self.comm.bcast(ids)
 
-    def write_chunk(self, stage, chunk_id, local, layout, box, units=""):
+    def write_chunk(self, stage, chunk_id, local, layout, box, units="", extras=None):
         """Store chunk ``chunk_id`` of ``stage`` and mark it done (one atomic step).
 
         Parameters
@@ -353,8 +359,11 @@ class Checkpoint:
             ``brick_values[brick_part_index(layout, box)]``); n_part may be 0.
         box : ((x0, y0, z0), (x1, y1, z1))
             The chunk's global box (e.g. from :func:`plane_chunks`); the same on every rank.
+        extras : dict of str to 1-D float64 array, optional
+            Small values that belong to the chunk as a whole, the same on every rank (HDF5 attributes of
+            the chunk file, not covered by its checksum; read back by :meth:`read_chunk_extras`).
         """
-        self._write(self.stage_file(stage, chunk_id), stage, chunk_id, local, layout, box, units)
+        self._write(self.stage_file(stage, chunk_id), stage, chunk_id, local, layout, box, units, extras)
 
     def mark_chunks_done(self, stage, chunk_ids):
         """Nothing to do: :meth:`write_chunk` marks its chunk done by the same atomic rename that makes
@@ -365,9 +374,24 @@ class Checkpoint:
             raise ValueError(f"chunks {missing} of stage {stage!r} were not written with write_chunk")
         return sorted(done)
 
-    def read_chunk(self, stage, chunk_id, layout):
-        """This rank's part of a finished chunk, shape (n_part, m), or None if absent or damaged."""
-        return self._read(self.stage_file(stage, chunk_id), stage, chunk_id, layout)
+    def read_chunk(self, stage, chunk_id, layout, box=None):
+        """This rank's part of a finished chunk, shape (n_part, m), or None if absent or damaged (or, when
+        ``box`` is given, written for another box: e.g. by a run with other slabs; then also deleted)."""
+        return self._read(self.stage_file(stage, chunk_id), stage, chunk_id, layout, box)
+
+    def read_chunk_extras(self, stage, chunk_id):
+        """The ``extras`` stored with a finished chunk ({name: float64 array}, the same on every rank), or
+        None if the chunk file is absent or unreadable. Read it with :meth:`read_chunk`, which checks the data."""
+        extras = None
+        path = self.stage_file(stage, chunk_id)
+        if self.comm.is_root and path.is_file():
+            try:
+                with h5py.File(path, "r") as h5:
+                    extras = {k[len("extra."):]: np.asarray(v, dtype=np.float64)
+                              for k, v in h5.attrs.items() if k.startswith("extra.")}
+            except OSError:
+                extras = None
+        return self.comm.bcast(extras)
 
     # -- housekeeping --------------------------------------------------------------------------------
 
@@ -382,7 +406,7 @@ class Checkpoint:
 
     # -- implementation ------------------------------------------------------------------------------
 
-    def _write(self, final, stage, chunk_id, local, layout, box, units):
+    def _write(self, final, stage, chunk_id, local, layout, box, units, extras=None):
         local = np.asarray(local)
         if local.dtype not in (np.float32, np.float64):
             raise TypeError(f"checkpoint data must be float32 or float64, not {local.dtype}")
@@ -403,13 +427,17 @@ class Checkpoint:
                             box=np.asarray(box, dtype=np.int64), grid_shape=np.asarray(layout.shape, dtype=np.int64),
                             vector=vector, units=units, checksum=f"{checksum:016x}", fingerprint=self.fingerprint,
                             code_version=__version__)
+            for name, value in (extras or {}).items():
+                h5.attrs[f"extra.{name}"] = np.asarray(value, dtype=np.float64)
         _commit(tmp, final, self.comm)
 
-    def _read(self, final, stage, chunk_id, layout):
+    def _read(self, final, stage, chunk_id, layout, expected_box=None):
         header, problem = None, None
         if self.comm.is_root and final.is_file():
             try:
                 header = _read_header(final, stage, chunk_id, self.fingerprint, layout.shape)
+                if expected_box is not None and header[0] != tuple(tuple(int(v) for v in c) for c in expected_box):
+                    header, problem = None, f"written for box {header[0]}, this run's is {tuple(expected_box)}"
             except (OSError, KeyError, ValueError) as err:
                 problem = str(err)
         header, problem = self.comm.bcast((header, problem))

@@ -39,7 +39,15 @@ def select_device(requested, comm):
     return torch.device("cuda", node_local_rank(comm) % n_gpus)
 
 
-def predict_ldos(model, descriptors, batch_size, device, progress=None, member=None):
+def network_inputs(model, descriptors):
+    """The network's input rows: ``descriptors`` (n, n_desc) standardised in float64, then float32 (n, n_desc).
+
+    What :func:`predict_ldos` feeds the network, bit for bit; the members of an ensemble share it.
+    """
+    return model.input_scaler.transform(np.asarray(descriptors)).astype(np.float32)
+
+
+def predict_ldos(model, descriptors, batch_size, device, progress=None, member=None, scaled=False):
     """LDOS predicted at every point, computed in batches of at most ``batch_size`` points.
 
     Parameters
@@ -56,6 +64,8 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None, member=N
     device : torch.device
     progress : callable(n_done, n_total) or None
         Called after every batch.
+    scaled : bool
+        True: ``descriptors`` are already :func:`network_inputs` (float32); the result is the same.
     member : int or None
         Which ensemble member's network (0-based); None for a single-network model (an ensemble
         then raises ValueError: its members are predicted one by one, sharing the descriptors).
@@ -74,11 +84,12 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None, member=N
     network = model.member_network(member).to(device).eval()
     n_points = descriptors.shape[0]
     ldos = np.empty((n_points, model.n_energies), dtype=np.float32)
+    x = np.zeros((batch_size, model.n_descriptors), dtype=np.float32)  # one input buffer, reused
     with torch.inference_mode():
         for start in range(0, n_points, batch_size):
             stop = min(start + batch_size, n_points)
-            x = np.zeros((batch_size, model.n_descriptors), dtype=np.float32)
-            x[: stop - start] = model.input_scaler.transform(descriptors[start:stop])
+            x[stop - start:] = 0.0
+            x[: stop - start] = descriptors[start:stop] if scaled else model.input_scaler.transform(descriptors[start:stop])
             y = network(torch.from_numpy(x).to(device))[: stop - start]
             ldos[start:stop] = model.output_scaler.inverse_transform(y).cpu().numpy()
             if progress is not None:

@@ -101,9 +101,14 @@ def out_of_range(model, descriptors_local, comm):
     if model.descriptor_range is None:
         return None
     n_out, per_feature = out_of_range_counts(model.descriptor_range, descriptors_local)
-    totals = comm.allreduce_sum(np.concatenate([[n_out, len(descriptors_local)], per_feature]).astype(np.float64))
+    return out_of_range_from_totals(comm.allreduce_sum(np.concatenate([[n_out, len(descriptors_local)], per_feature])
+                                                       .astype(np.float64)))
+
+
+def out_of_range_from_totals(totals):
+    """The dict of :func:`out_of_range` from the summed counts (points outside, grid points, per feature...)."""
     return {"fraction": float(totals[0] / totals[1]), "points": int(totals[0]), "n_points": int(totals[1]),
-            "points_per_feature": totals[2:].astype(np.int64)}
+            "points_per_feature": np.asarray(totals[2:]).astype(np.int64)}
 
 
 def warn_out_of_range(ood, threshold):

@@ -6,21 +6,22 @@ numbers) is reduced over ranks. Nothing of full-grid size is allocated on one ra
 
 import dataclasses
 import logging
+import time
 
 import numpy as np
 from tqdm import tqdm
 
 from ..decomposition import GridLayout, process_grid
-from ..descriptors import SnapParams, compute_descriptors
+from ..descriptors import SnapParams, compute_descriptors, row_source
 from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
 from ..io.output import partial_path
 from ..forces import member_energies_and_forces
-from ..model.inference import predict_ldos, select_device
+from ..model.inference import network_inputs, predict_ldos, select_device
 from ..model.store import load_model
-from ..model.uncertainty import ensemble_mean_std
+from ..model.uncertainty import ensemble_mean_std, out_of_range_counts
 from ..parallel import UserInputError, checked_on_root, fault_injection_point, node_local_size
 from ..structure import read_structure, valence_electrons
-from ..timing import StageTimer
+from ..timing import StageTimer, steady_allocation
 from .checks import (
     check_memory,
     check_model_domain,
@@ -30,7 +31,7 @@ from .checks import (
     pseudopotential_inputs,
     predict_bytes_per_point,
 )
-from .ensemble_analysis import MemberAnalyses, out_of_range, warn_out_of_range
+from .ensemble_analysis import MemberAnalyses, out_of_range_from_totals, warn_out_of_range
 from .ldos_analysis import (
     ElectronicSystem,
     analyse_ldos,
@@ -116,42 +117,166 @@ def open_checkpoint(cfg, setup, backend, comm):
     return Checkpoint(f"{cfg.output.file}.ckpt", comm, input_fingerprint(*args), fingerprint_items(*args))
 
 
-def descriptors_stage(system, layout, snap_params, backend, ckpt, comm):
-    """This brick's descriptors (n_local, n_desc): from the checkpoint when there, else computed (and saved)."""
-    descriptors = ckpt.read_stage("descriptors", layout) if ckpt else None
-    if descriptors is not None:
-        log.info("descriptors read from the checkpoint")
-        return descriptors
-    log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call, roughly %.0f s at "
-             "0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
-    descriptors = compute_descriptors(system.atoms, layout, snap_params, comm, backend=backend)
-    if ckpt:
-        ckpt.write_stage("descriptors", descriptors, layout)
-    return descriptors
+class BrickSource:
+    """This brick's descriptors, row block by row block.
+
+    Backends that stream (:data:`~mldft_app.descriptors.STREAMING_BACKENDS`) compute each block when asked,
+    so no rank ever holds its whole brick's descriptors. The others (``lammps``) compute the whole brick in
+    :meth:`prepare` (or read it from the checkpoint's ``descriptors`` stage) and keep it.
+    """
+
+    def __init__(self, system, layout, snap_params, backend, ckpt, comm):
+        self.streaming = row_source(system.atoms, layout, snap_params, comm, backend)
+        self.whole = None
+        self._args = (system.atoms, layout, snap_params, backend, ckpt, comm)
+
+    def prepare(self):
+        """Collective (every rank at the same point), before the first :meth:`rows`: a whole-brick backend's
+        computation; nothing for a streaming one."""
+        if self.streaming is not None or self.whole is not None:
+            return
+        atoms, layout, snap_params, backend, ckpt, comm = self._args
+        self.whole = ckpt.read_stage("descriptors", layout) if ckpt else None
+        if self.whole is not None:
+            log.info("descriptors read from the checkpoint")
+            return
+        log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call (no progress), roughly "
+                 "%.0f s at 0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
+        self.whole = compute_descriptors(atoms, layout, snap_params, comm, backend=backend)
+        if ckpt:
+            ckpt.write_stage("descriptors", self.whole, layout)
+        fault_injection_point("after_descriptors")
+
+    def rows(self, index):
+        """Descriptors (len(index), n_desc) float64 of local rows ``index`` (no communication)."""
+        if self.streaming is not None:
+            return self.streaming.rows(index)
+        return self.whole[index]
+
+    def close(self):
+        if self.streaming is not None:
+            self.streaming.close()
+        self.whole = self.streaming = None
 
 
-def inference_stage(model, descriptors, layout, cfg, device, ckpt, comm, member=None):
-    """This brick's LDOS (n_local, n_e) float32 of one network (``member``: see predict_ldos), in slabs of
-    x-planes; each slab checkpointed when enabled (stage ``ldos``, ``ldos_member<k>`` for an ensemble)."""
+def ldos_slabs(layout, cfg, ckpt):
+    """The slabs of whole z-planes the LDOS is computed (and checkpointed) in: list of global boxes.
+
+    z-planes, because the process grid keeps z whole where it can (so every rank holds a part of every
+    slab); one slab without a checkpoint, ``output.checkpoint_chunks`` with one.
+    """
+    n_slabs = min(cfg.output.checkpoint_chunks if ckpt else 1, layout.shape[2])
+    return plane_chunks(layout.shape, -(-layout.shape[2] // n_slabs), axis=2)
+
+
+def batches(rows, size):
+    """Consecutive pieces of at most ``size`` of the index array ``rows``."""
+    return [rows[first:first + size] for first in range(0, len(rows), size)]
+
+
+def _stage_name(model, member):
+    return "ldos" if model.n_members == 1 else f"ldos_member{member}"
+
+
+def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt, comm, timer):
+    """Descriptors and the first network's LDOS, slab by slab and batch by batch (a batch's descriptors
+    are dropped once its LDOS is made); each slab's LDOS checkpointed when enabled.
+
+    Returns
+    -------
+    ldos : ndarray (n_local, n_e) float32
+        The single network's LDOS (member 0's for an ensemble), states/(eV Angstrom^3).
+    inputs : ndarray (n_local, n_desc) float32 or None
+        For an ensemble, the network inputs the other members share (:func:`network_inputs`); None for
+        one network.
+    ood : dict or None
+        Out-of-range counts (:func:`~mldft_app.tasks.ensemble_analysis.out_of_range_from_totals`); None
+        for models without a stored descriptor range. Each slab's counts are kept with its checkpoint.
+    """
+    ensemble = model.n_members > 1
+    slabs = ldos_slabs(layout, cfg, ckpt)
+    stages = [_stage_name(model, k) for k in range(model.n_members)]
+    done = {stage: set(ckpt.done_chunks(stage)) if ckpt else set() for stage in stages}
+    source = BrickSource(system, layout, snap_params, backend, ckpt, comm)
     ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
-    n_chunks = cfg.output.checkpoint_chunks if ckpt else 1
-    chunks = plane_chunks(layout.shape, -(-layout.shape[0] // n_chunks))
-    stage = "ldos" if member is None else f"ldos_member{member}"
-    done = set(ckpt.done_chunks(stage)) if ckpt else set()
-    label = "LDOS inference (rank 0)" if member is None else f"LDOS inference, member {member + 1}/{model.n_members} (rank 0)"
+    inputs = np.empty((layout.n_local, model.n_descriptors), dtype=np.float32) if ensemble else None
+    ranged = model.descriptor_range is not None
+    ood_totals = np.zeros(2 + model.n_descriptors) if ranged else None
+    label = "descriptors + LDOS" + (f" of member 1/{model.n_members}" if ensemble else "") + " (rank 0)"
     bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not comm.is_root, mininterval=2.0)
-    for chunk_id, box in enumerate(chunks):
+    member = 0 if ensemble else None
+    first_block, restored = True, []
+    for slab_id, box in enumerate(slabs):  # every decision below is the same on every rank (collective I/O)
         rows = brick_part_index(layout, box)
-        offset = bar.n
-        saved = ckpt.read_chunk(stage, chunk_id, layout) if chunk_id in done else None
+        saved = ckpt.read_chunk(stages[0], slab_id, layout, box) if slab_id in done[stages[0]] else None
+        extras = ckpt.read_chunk_extras(stages[0], slab_id) if saved is not None else None
+        counts = extras.get("ood") if extras and ranged else None
+        later_missing = any(slab_id not in done[stage] for stage in stages[1:])
+        if saved is None or later_missing or (ranged and counts is None):
+            start = time.perf_counter()
+            source.prepare()
+            timer.add("descriptors", time.perf_counter() - start)
+            local_counts = np.zeros(2 + model.n_descriptors) if ranged else None
+            for piece in batches(rows, cfg.model.batch_size):
+                start = time.perf_counter()
+                descriptors = source.rows(piece)
+                timer.add("descriptors", time.perf_counter() - start)
+                if first_block and source.streaming is not None:
+                    fault_injection_point("after_descriptors")
+                first_block = False
+                if ranged:
+                    n_out, per_feature = out_of_range_counts(model.descriptor_range, descriptors)
+                    local_counts += np.concatenate([[n_out, len(descriptors)], per_feature])
+                start = time.perf_counter()
+                if ensemble:
+                    inputs[piece] = network_inputs(model, descriptors)
+                if saved is None:
+                    ldos[piece] = predict_ldos(model, inputs[piece] if ensemble else descriptors, cfg.model.batch_size,
+                                               device, member=member, scaled=ensemble)
+                timer.add("inference", time.perf_counter() - start)
+                del descriptors
+                bar.update(len(piece))
+            if ranged:
+                counts = comm.allreduce_sum(local_counts)
+        else:
+            bar.update(len(rows))
+        if saved is not None:
+            ldos[rows] = saved.reshape(len(rows), model.n_energies)
+            restored.append(slab_id)
+        elif ckpt:
+            ckpt.write_chunk(stages[0], slab_id, ldos[rows], layout, box, units="states/(eV Angstrom^3)",
+                             extras={"ood": counts} if ranged else None)
+            fault_injection_point("inference_chunk")
+        if ranged:
+            ood_totals += counts
+    bar.close()
+    source.close()
+    if done[stages[0]]:
+        log.info("LDOS of %d of %d slabs read from the checkpoint", len(restored), len(slabs))
+    return ldos, inputs, out_of_range_from_totals(ood_totals) if ranged else None
+
+
+def member_ldos(model, inputs, layout, cfg, device, ckpt, comm, member):
+    """LDOS (n_local, n_e) float32 of ensemble member ``member`` >= 1 from the shared network inputs
+    (n_local, n_desc) float32, slab by slab as :func:`streamed_ldos` (checkpoint stage ``ldos_member<k>``)."""
+    ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
+    stage = _stage_name(model, member)
+    done = set(ckpt.done_chunks(stage)) if ckpt else set()
+    label = f"LDOS inference, member {member + 1}/{model.n_members} (rank 0)"
+    bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not comm.is_root, mininterval=2.0)
+    for slab_id, box in enumerate(ldos_slabs(layout, cfg, ckpt)):
+        rows = brick_part_index(layout, box)
+        saved = ckpt.read_chunk(stage, slab_id, layout, box) if slab_id in done else None
         if saved is None:
-            saved = predict_ldos(model, descriptors[rows], cfg.model.batch_size, device,
-                                 progress=lambda n_done, total: bar.update(offset + n_done - bar.n), member=member)
+            for piece in batches(rows, cfg.model.batch_size):
+                ldos[piece] = predict_ldos(model, inputs[piece], cfg.model.batch_size, device, member=member, scaled=True)
+                bar.update(len(piece))
             if ckpt:
-                ckpt.write_chunk(stage, chunk_id, saved, layout, box, units="states/(eV Angstrom^3)")
+                ckpt.write_chunk(stage, slab_id, ldos[rows], layout, box, units="states/(eV Angstrom^3)")
                 fault_injection_point("inference_chunk")
-        ldos[rows] = saved.reshape(len(rows), -1)
-        bar.update(offset + len(rows) - bar.n)
+        else:
+            ldos[rows] = saved.reshape(len(rows), model.n_energies)
+            bar.update(len(rows))
     bar.close()
     return ldos
 
@@ -159,6 +284,7 @@ def inference_stage(model, descriptors, layout, cfg, device, ckpt, comm, member=
 def run_predict(cfg, comm):
     """Run the prediction described by a validated PredictInput on communicator ``comm``."""
     timer = StageTimer()
+    steady_allocation()
     backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
     with timer.stage("setup"):
         setup = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
@@ -175,19 +301,16 @@ def run_predict(cfg, comm):
         len(system.energies), system.temperature, system.n_electrons, device, ", checkpointing" if ckpt else "",
     )
 
-    with timer.stage("descriptors"):
-        descriptors = descriptors_stage(system, layout, setup.snap_params, backend, ckpt, comm)
-    fault_injection_point("after_descriptors")
-
-    ood = out_of_range(model, descriptors, comm)
+    ldos, inputs, ood = streamed_ldos(model, system, layout, setup.snap_params, backend, cfg, device, ckpt, comm, timer)
     warn_out_of_range(ood, cfg.model.ood_warning_fraction)
     analyses = MemberAnalyses(keep_ldos=cfg.output.write_ldos)
     members = [None] if model.n_members == 1 else range(model.n_members)
-    for i, member in enumerate(members):  # the descriptors are shared; each member's LDOS is analysed in full
-        with timer.stage("inference"):
-            ldos = inference_stage(model, descriptors, layout, cfg, device, ckpt, comm, member)
-            if i == len(members) - 1:
-                del descriptors
+    for member in members:  # the network inputs are shared; each member's LDOS is analysed in full
+        if member:
+            with timer.stage("inference"):
+                ldos = member_ldos(model, inputs, layout, cfg, device, ckpt, comm, member)
+        if member in (None, model.n_members - 1):
+            inputs = None
         with timer.stage("integrals"):
             fault_injection_point("integrals")
             analyses.add(analyse_ldos(ldos, system, layout, comm), ldos)
