@@ -48,21 +48,6 @@ BACKENDS = {"lammps": _load_lammps_backend, "torch": _load_torch_backend, "torch
 """Backend name -> zero-argument callable returning the backend function."""
 
 
-def resolve_backend(name):
-    """The backend that ``name`` stands for: ``"auto"`` is ``"torch"`` (float64, LAMMPS's values to ~1e-14)
-    when the compiled CPU kernel is built or a CUDA device is visible, else ``"lammps"`` (the pure torch
-    path on a CPU is slower than LAMMPS); any other name is returned as it is."""
-    if name != "auto":
-        return name
-    from . import sna_cpu
-
-    if sna_cpu.available()[0]:
-        return "torch"
-    import torch
-
-    return "torch" if torch.cuda.is_available() else "lammps"
-
-
 def register_backend(name, backend):
     """Register ``backend(atoms, layout, params, comm) -> (n_local, n_components) array`` as ``name``."""
     BACKENDS[name] = lambda: backend
@@ -85,7 +70,7 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
     comm : mldft_app.parallel.Comm, optional
         Communicator (default: serial).
     backend : str
-        Name of a registered backend (see :data:`BACKENDS`), or ``"auto"`` (:func:`resolve_backend`).
+        Name of a registered backend (see :data:`BACKENDS`).
 
     Returns
     -------
@@ -102,7 +87,6 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
             f"grid layout is for rank {layout.rank} of {layout.nprocs}, but the communicator is rank "
             f"{comm.rank} of {comm.size}"
         )
-    backend = resolve_backend(backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown descriptor backend {backend!r} (available: {', '.join(sorted(BACKENDS))})")
     function = BACKENDS[backend]()
@@ -136,4 +120,4 @@ def row_source(atoms, layout, params, comm, backend):
 
 
 __all__ = ["BACKENDS", "STREAMING_BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors", "register_backend",
-           "resolve_backend", "row_source"]
+           "row_source"]
