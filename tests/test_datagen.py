@@ -212,5 +212,9 @@ def test_trajectories_give_independent_md_runs_with_their_own_seeds(tmp_path):
     liquid_runs = [f"Al4_933K_liquid_t{t:02d}" for t in range(3)]
     assert [campaign.recipes[r].seed for r in liquid_runs] == [seed + 1 + TRAJECTORY_SEED_STRIDE * t for t in range(3)]
     assert [t.name for t in campaign.tasks] == ["Al4_298K_solid_000"] + [f"{r}_{j:03d}" for r in liquid_runs for j in range(2)]
+    data["temperatures"][0]["trajectories"] = 2  # trajectory-major order: every set grows alike
+    campaign = plan_campaign(parse_config(data))
+    assert [t.name for t in campaign.tasks][:4] == ["Al4_298K_solid_t00_000", "Al4_933K_liquid_t00_000",
+                                                    "Al4_933K_liquid_t00_001", "Al4_298K_solid_t01_000"]
     first, second = (md.run_md(campaign.recipes[r]) for r in liquid_runs[:2])
     assert not np.allclose(first[0].get_positions(), second[0].get_positions())

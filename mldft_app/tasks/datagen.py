@@ -72,7 +72,7 @@ class Campaign:
     recipes: dict
     """MD run name -> md.MdRecipe: the set's name, or ``<set>_tNN`` for each trajectory of a set with several"""
     tasks: list
-    """SnapshotTask in order (sets in input order, snapshots in MD order)"""
+    """SnapshotTask in order: by trajectory index, then sets in input order, then snapshots in MD order"""
     n_atoms: int
     n_electrons: float
     nbnd: int
@@ -142,8 +142,10 @@ def plan_campaign(cfg):
                 melt_steps=cfg.md.melt_steps, quench_steps=cfg.md.quench_steps,
                 seed=cfg.md.seed + i + TRAJECTORY_SEED_STRIDE * t,
             )
-            tasks += [SnapshotTask(f"{run_name}_{j:03d}", run_name, j, tset.temperature, tset.phase)
+            tasks += [(t, i, SnapshotTask(f"{run_name}_{j:03d}", run_name, j, tset.temperature, tset.phase))
                       for j in range(tset.snapshots)]
+    # trajectory-major order: a campaign cut short (max_snapshots_per_run) has grown every set alike
+    tasks = [task for _, _, task in sorted(tasks, key=lambda entry: entry[:2])]
     _check_recipe_file(cfg)
     if cfg.active_learning is not None and load_model(cfg.active_learning.model).n_members < 2:
         raise UserInputError(f"active_learning.model {cfg.active_learning.model} is a single network: ranking the "
