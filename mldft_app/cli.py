@@ -128,7 +128,7 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     cleanup = on_failure(lambda: release_lock_file(*lock_id))
     try:
-        run_or_abort(comm, task_runner(cfg.task), cfg, comm)
+        run_or_abort(comm, lambda: task_runner(cfg.task)(cfg, comm))  # the import too: a failure on any rank ends the job
     finally:
         forget_failure(cleanup)
         if lock is not None:
