@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import REPO, app_mpi
-from mldft_app.tasks.evaluate_references import Reference, group_statistics, reference_errors
+from mldft_app.tasks.evaluate_references import Reference, group_statistics, markdown_section, reference_errors
 from mldft_app.tasks.ldos_analysis import ElectronicSystem
 
 UPF = "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"
@@ -21,20 +21,26 @@ def test_reference_errors_and_group_statistics():
     atoms = Atoms("Al2", positions=[[0, 0, 0], [1, 1, 1]], cell=np.eye(3) * 4.0, pbc=True)
     system = ElectronicSystem(atoms=atoms, energies=np.zeros(3), temperature=933.0, n_electrons=6.0)
     ref_forces = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]])
-    reference = Reference(label="a", group="solid", system=system, energy=-100.0, forces=ref_forces)
+    reference = Reference(label="a", group="solid", file="refs.extxyz", system=system, energy=-100.0, forces=ref_forces)
     errors = reference_errors(reference, -99.99, ref_forces + np.array([[0.3, 0, 0], [0, 0, 0]]))
     assert errors["total_meV_per_atom"] == pytest.approx(5.0)  # 0.01 eV over 2 atoms
     assert errors["forces_rmse"] == pytest.approx(np.sqrt(0.09 / 6))
     assert errors["forces_max_error"] == pytest.approx(0.3)
     assert errors["forces_reference_rms"] == pytest.approx(np.sqrt(7.25 / 6))
     assert "forces_rmse" not in reference_errors(reference, -100.0, None)
-    rows = [{"group": g, "errors": {"total_meV_per_atom": e}} for g, e in
+    rows = [{"group": g, "file": "refs.extxyz", "errors": {"total_meV_per_atom": e}} for g, e in
             (("solid", 1.0), ("solid", -3.0), ("liquid", 4.0), ("liquid", 6.0), ("liquid", 8.0))]
     stats = group_statistics(rows)
     assert list(stats) == ["solid", "liquid"]
-    assert stats["solid"] == {"count": 2, "mean_meV_per_atom": -1.0, "mae_meV_per_atom": 2.0, "max_abs_meV_per_atom": 3.0}
+    assert stats["solid"] == {"file": "refs.extxyz", "count": 2, "mean_meV_per_atom": -1.0, "mae_meV_per_atom": 2.0,
+                              "max_abs_meV_per_atom": 3.0}
     assert stats["liquid"]["mean_meV_per_atom"] == pytest.approx(6.0)
     assert stats["liquid"]["max_abs_meV_per_atom"] == pytest.approx(8.0)
+    text = "\n".join(markdown_section([{**r, "label": "x", "temperature": 933.0} for r in rows], stats))
+    assert "liquid - solid: +7.00" in text
+    other = {**stats, "liquid (k444)": {**stats["liquid"], "file": "other.extxyz"}}
+    rows_text = [{**r, "label": "x", "temperature": 933.0} for r in rows]
+    assert "(k444) - " not in "\n".join(markdown_section(rows_text, other))  # groups of other files: not compared
 
 
 def _rattled_al32(seed):

@@ -248,7 +248,7 @@ def run_evaluate(cfg, comm):
         errors = evaluate_references.reference_errors(reference, float(energy), forces)
         if energy_std is not None:
             errors["total_sigma_meV_per_atom"] = 1000.0 * float(energy_std) / len(reference.system.atoms)
-        reference_rows.append(dict(label=reference.label, group=reference.group,
+        reference_rows.append(dict(label=reference.label, group=reference.group, file=reference.file,
                                    temperature=reference.system.temperature, energy_ml=float(energy),
                                    energy_std=None if energy_std is None else float(energy_std),
                                    energy_reference=reference.energy, errors=errors))

@@ -39,6 +39,8 @@ class Reference:
     label : str
         ``<file>[<index>]`` or the configuration's ``info["name"]``.
     group : str
+    file : str
+        Name of the reference file it came from.
     system : ElectronicSystem
     energy : float, eV
         The DFT total energy (pw.x's "!" line: the free energy at its smearing).
@@ -47,6 +49,7 @@ class Reference:
 
     label: str
     group: str
+    file: str
     system: ElectronicSystem
     energy: float
     forces: object
@@ -103,7 +106,7 @@ def read_references(cfg, model):
                                       ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
             check_electrons_match_ions(system)
             group = _group(raw, path) + (f" ({Path(path).name})" if len(cfg.references) > 1 else "")
-            references.append(Reference(label=label, group=group, system=system,
+            references.append(Reference(label=label, group=group, file=Path(path).name, system=system,
                                         energy=float(energy), forces=forces))
     return references
 
@@ -148,13 +151,14 @@ def reference_errors(reference, energy, forces):
 
 
 def group_statistics(rows):
-    """Per group of ``rows`` (dicts with "group" and "errors"): count, mean, MAE and max |error| of the total
-    energy (meV/atom), and with forces the RMSE over all the group's components and the reference RMS (eV/A)."""
+    """Per group of ``rows`` (dicts with "group", "file" and "errors"): its reference file, count, mean, MAE and
+    max |error| of the total energy (meV/atom), and with forces the RMSE over all the group's components and the
+    reference RMS (eV/A)."""
     stats = {}
     for group in dict.fromkeys(r["group"] for r in rows):
         errors = [r["errors"] for r in rows if r["group"] == group]
         total = np.array([e["total_meV_per_atom"] for e in errors])
-        entry = {"count": len(total), "mean_meV_per_atom": float(total.mean()),
+        entry = {"file": next(r["file"] for r in rows if r["group"] == group), "count": len(total), "mean_meV_per_atom": float(total.mean()),
                  "mae_meV_per_atom": float(np.abs(total).mean()), "max_abs_meV_per_atom": float(np.abs(total).max())}
         if all("forces_rmse" in e for e in errors):
             entry["forces_rmse"] = float(np.sqrt(np.mean([e["forces_rmse"] ** 2 for e in errors])))
@@ -186,8 +190,9 @@ def markdown_section(rows, stats):
             cells.append(f"{s['forces_rmse']:.3f} / {s['forces_reference_rms']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     groups = list(stats)
-    if len(groups) > 1:
+    pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1:] if stats[a]["file"] == stats[b]["file"]]
+    if pairs:  # groups of one reference file (the same DFT settings)
         lines += ["", "Error of group energy differences (difference of mean errors, meV/atom): "
                   + "; ".join(f"{b} - {a}: {stats[b]['mean_meV_per_atom'] - stats[a]['mean_meV_per_atom']:+.2f}"
-                              for i, a in enumerate(groups) for b in groups[i + 1:])]
+                              for a, b in pairs)]
     return lines + [""]
