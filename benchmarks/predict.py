@@ -74,7 +74,7 @@ def main():
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     rows = []
-    names = ("descriptors", "inference", "integrals", "output")
+    names = ("setup", "descriptors", "inference", "integrals")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         structure = workdir / "al256.extxyz"

@@ -103,7 +103,7 @@ class OutputConfig:
     overwrite: bool = option(False, doc="replace an existing output file (otherwise refuse)")
     write_ldos: bool = option(False, doc="also store the LDOS on the grid (float32, nx*ny*nz*n_energies*4 bytes)")
     restart: str = option("never", doc="auto = keep a checkpoint (<file>.ckpt*) of the grid stages while running and resume from it when it belongs to the same inputs (also: --restart); never = no checkpoint", choices=("auto", "never"))
-    checkpoint_chunks: int = option(8, doc="with restart: auto, the LDOS inference is checkpointed in this many slabs of x-planes", minimum=1)
+    checkpoint_chunks: int = option(8, doc="with restart: auto, the descriptors + LDOS inference run and are checkpointed in this many slabs of z-planes (at most one per plane)", minimum=1)
     xdmf: bool = option(True, doc="write an XDMF sidecar (<file>.xdmf) so ParaView/VisIt open the density")
     cube: bool = option(False, doc="also export the density as a Gaussian cube file (<file>.density.cube, bohr and electrons/bohr^3; written by rank 0)")
     plots: bool = option(False, doc="also draw PNGs beside the output (rank 0, matplotlib): <stem>.dos.png (DOS, occupied part shaded, Fermi level) and <stem>.density.png (density on three lattice planes with the atoms; an ensemble's sigma too); mldft_app plot OUTPUT.h5 draws them later")

@@ -206,8 +206,17 @@ def check_memory(n_points_per_rank, bytes_per_point, node_ranks, what):
         )
 
 
-def predict_bytes_per_point(n_descriptors, n_energies):
-    """Peak bytes per grid point of predict (descriptor stage with its temporaries, or LDOS + descriptors)."""
+def predict_bytes_per_point(n_descriptors, n_energies, streaming=False, n_members=1, keep_ldos=False):
+    """Peak bytes per grid point of predict.
+
+    ``streaming`` (torch backends): the float32 LDOS plus ~200 bytes (density, FFT and analysis arrays;
+    measured 183); an ensemble adds its shared float32 network inputs and a second LDOS while the mean
+    LDOS is summed (``keep_ldos``, float64). Otherwise (``lammps``: whole-brick descriptors) the
+    descriptor stage with its temporaries, or LDOS + descriptors.
+    """
+    if streaming:
+        ensemble = 4.0 * n_descriptors + (12.0 * n_energies if keep_ldos else 0.0) if n_members > 1 else 0.0
+        return 4.0 * n_energies + 200.0 + ensemble
     return max(4.0 * 8 * n_descriptors, 8.0 * n_descriptors + 2 * 4.0 * n_energies) + 64.0
 
 

@@ -5,6 +5,8 @@ compute and write exactly the same quantities.
 """
 
 import dataclasses
+import logging
+import time
 from typing import Optional
 
 import h5py
@@ -24,6 +26,8 @@ from ..ldos import integrals
 from ..timing import format_table
 from .checks import check_fermi_level
 from ..units import BOHR_ANGSTROM, kelvin_to_ev
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -93,6 +97,7 @@ def analyse_ldos(ldos_local, system, layout, comm):
     Collective: one reduction of the DOS and one of the electron count. A DOS that cannot hold the
     electrons, or a Fermi level outside the energy window, raises CollectiveInputError on every rank.
     """
+    start = time.perf_counter()
     kt = kelvin_to_ev(system.temperature)
     dv = voxel_volume(system.atoms.cell[:], layout.shape)
     dos = integrals.dos_from_ldos(ldos_local, dv, comm)
@@ -102,13 +107,17 @@ def analyse_ldos(ldos_local, system, layout, comm):
     except (ValueError, UserInputError) as err:  # the DOS is the same on every rank: so is this error
         raise CollectiveInputError(f"Fermi level at {system.temperature:g} K for {system.n_electrons:g} electrons: {err}") from None
     density = integrals.density_from_ldos(ldos_local, system.energies, fermi, kt)
+    log.info("DOS, Fermi level and density in %.2f s%s", time.perf_counter() - start,
+             "; Hartree, XC (distributed FFT) and Ewald next" if system.ionic is not None else "")
     energies = {
         "fermi": fermi,
         "band": integrals.band_energy(system.energies, dos, fermi, kt),
         "minus_ts": integrals.minus_ts(system.energies, dos, fermi, kt),
     }
     if system.ionic is not None:
+        start = time.perf_counter()
         energies.update(density_terms(density, layout, system.atoms, system.ionic, comm))
+        log.info("Hartree, XC and Ewald in %.2f s", time.perf_counter() - start)
         energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
     electrons = comm.allreduce_sum(density.sum()) * dv
     return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)

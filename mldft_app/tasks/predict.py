@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..decomposition import GridLayout, process_grid
-from ..descriptors import SnapParams, compute_descriptors, row_source
+from ..descriptors import STREAMING_BACKENDS, SnapParams, compute_descriptors, row_source
 from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
 from ..io.output import partial_path
 from ..forces import member_energies_and_forces
@@ -77,7 +77,10 @@ def preflight(cfg, n_ranks=1, node_ranks=1):
     checkpoint = f"{cfg.output.file}.ckpt" if cfg.output.restart == "auto" else None
     check_model_domain(atoms, cfg.grid.shape, model)
     brick_points = int(np.prod([-(-n // d) for n, d in zip(cfg.grid.shape, dims)]))
-    check_memory(brick_points, predict_bytes_per_point(model.n_descriptors, model.n_energies), node_ranks, "predict")
+    backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
+    per_point = predict_bytes_per_point(model.n_descriptors, model.n_energies, backend in STREAMING_BACKENDS,
+                                        model.n_members, cfg.output.write_ldos)
+    check_memory(brick_points, per_point, node_ranks, "predict")
     check_result_outputs(cfg.output, inputs, n_ranks, atoms, int(np.prod(cfg.grid.shape)), model.n_energies, checkpoint)
     requested_params = None if cfg.descriptors is None else dataclasses.asdict(cfg.descriptors)
     if requested_params is not None:
