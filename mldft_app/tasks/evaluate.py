@@ -302,8 +302,7 @@ def add_reference_errors(comparison, n_atoms, reference, forces=None, reference_
 
     total_vs_qe_meV_per_atom and dft_ldos_vs_qe_meV_per_atom: total energy of the ML LDOS and of the
     DFT LDOS minus ``reference["total_energy"]`` (eV), per atom in meV. With ``forces`` and
-    ``reference_forces`` ((n_atoms, 3), eV/Angstrom): forces_rmse (RMS of the component errors),
-    forces_max_error, forces_reference_rms and forces_correlation (Pearson, over all components).
+    ``reference_forces`` ((n_atoms, 3), eV/Angstrom): :func:`evaluate_references.force_errors`.
     """
     errors = comparison.errors
     qe_total = reference.get("total_energy")
@@ -313,11 +312,7 @@ def add_reference_errors(comparison, n_atoms, reference, forces=None, reference_
         if "total_meV_per_atom" in comparison.sigmas:
             comparison.sigmas["total_vs_qe_meV_per_atom"] = comparison.sigmas["total_meV_per_atom"]
     if forces is not None and reference_forces is not None:
-        diff = np.asarray(forces) - np.asarray(reference_forces)
-        errors["forces_rmse"] = float(np.sqrt(np.mean(diff**2)))
-        errors["forces_max_error"] = float(np.abs(diff).max())
-        errors["forces_reference_rms"] = float(np.sqrt(np.mean(np.asarray(reference_forces) ** 2)))
-        errors["forces_correlation"] = float(np.corrcoef(np.ravel(forces), np.ravel(reference_forces))[0, 1])
+        errors.update(evaluate_references.force_errors(forces, reference_forces))
 
 
 # ----------------------------------------------------------------------------------------------------

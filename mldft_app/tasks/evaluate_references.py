@@ -137,16 +137,22 @@ def predict_reference_members(reference, model, grid_shape, backend, batch_size,
     return np.array(energies), None
 
 
+def force_errors(forces, reference_forces):
+    """ML vs reference forces, (n_atoms, 3) eV/Angstrom each: forces_rmse (RMS of the component errors),
+    forces_max_error, forces_reference_rms and forces_correlation (Pearson, over all components)."""
+    forces, reference_forces = np.asarray(forces, dtype=float), np.asarray(reference_forces, dtype=float)
+    diff = forces - reference_forces
+    return {"forces_rmse": float(np.sqrt(np.mean(diff**2))), "forces_max_error": float(np.abs(diff).max()),
+            "forces_reference_rms": float(np.sqrt(np.mean(reference_forces**2))),
+            "forces_correlation": float(np.corrcoef(np.ravel(forces), np.ravel(reference_forces))[0, 1])}
+
+
 def reference_errors(reference, energy, forces):
-    """{"total_meV_per_atom", and with forces "forces_rmse", "forces_max_error", "forces_reference_rms",
-    "forces_correlation"} of one prediction (ML minus reference)."""
+    """{"total_meV_per_atom", and with forces those of :func:`force_errors`} of one prediction (ML minus reference)."""
     n_atoms = len(reference.system.atoms)
     errors = {"total_meV_per_atom": 1000.0 * (energy - reference.energy) / n_atoms}
     if forces is not None and reference.forces is not None:
-        diff = np.asarray(forces) - reference.forces
-        errors.update(forces_rmse=float(np.sqrt(np.mean(diff**2))), forces_max_error=float(np.abs(diff).max()),
-                      forces_reference_rms=float(np.sqrt(np.mean(reference.forces**2))),
-                      forces_correlation=float(np.corrcoef(np.ravel(forces), np.ravel(reference.forces))[0, 1]))
+        errors.update(force_errors(forces, reference.forces))
     return errors
 
 
