@@ -111,14 +111,6 @@ def read_references(cfg, model):
     return references
 
 
-def predict_reference(reference, model, grid_shape, backend, batch_size, forces, device, comm):
-    """ML total energy (eV) and forces ((n_atoms, 3) eV/Angstrom, or None) of one reference (collective);
-    for an ensemble the members' means."""
-    energies, member_forces = predict_reference_members(reference, model, grid_shape, backend, batch_size, forces,
-                                                        device, comm)
-    return float(np.mean(energies)), None if member_forces is None else member_forces.mean(axis=0)
-
-
 def predict_reference_members(reference, model, grid_shape, backend, batch_size, forces, device, comm):
     """Each ensemble member's total energy (ndarray (K,), eV) and forces ((K, n_atoms, 3) eV/Angstrom, or
     None) of one reference (collective); the descriptors are computed once."""
