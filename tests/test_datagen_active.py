@@ -7,15 +7,14 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import REPO, app_mpi
 from mldft_app.io.snapshot import open_snapshot
 from mldft_app.model.store import load_model, save_model
 from mldft_app.tasks.datagen_selection import most_uncertain
 from qe_cases import require_qe
+from test_datagen import write_input as datagen_input
 
-TINY = REPO / "inputs" / "datagen_al_tiny.yaml"
 MODEL = REPO / "inputs" / "models" / "al_933K.pt"
 
 
@@ -40,13 +39,8 @@ def perturbed_ensemble(path, n_members=3):
 
 
 def write_input(tmp_path, name, model, **active):
-    data = yaml.safe_load(TINY.read_text())
-    data["output_dir"] = str(tmp_path / "run")
-    data["temperatures"] = [{"temperature": 298.0, "snapshots": 1, "phase": "solid"}]
-    data["active_learning"] = {"model": str(model), "candidates": 3, "grid": [8, 8, 8], **active}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return datagen_input(tmp_path, name, temperatures=[{"temperature": 298.0, "snapshots": 1, "phase": "solid"}],
+                         active_learning={"model": str(model), "candidates": 3, "grid": [8, 8, 8], **active})
 
 
 @pytest.mark.qe
