@@ -134,10 +134,40 @@ class GridLayout:
             start, count = self.brick(r)
             yield r, start, count
 
+    def brick_part(self, box):
+        """This rank's part of a global box ((x0, y0, z0), (x1, y1, z1)) (stop exclusive): (start, count) as
+        tuples of 3 int; count may contain 0."""
+        lo = np.maximum(np.asarray(self.start), np.asarray(box[0]))
+        hi = np.minimum(np.asarray(self.start) + np.asarray(self.local_shape), np.asarray(box[1]))
+        count = np.maximum(hi - lo, 0)
+        return tuple(int(v) for v in lo), tuple(int(v) for v in count)
+
+    def brick_part_index(self, box):
+        """Positions of this rank's part of ``box`` in the brick's C-ordered flat arrays, int64 (n,), in C
+        order of the part (so ``brick_values[index]`` is the part's values as a box would store them)."""
+        start, count = self.brick_part(box)
+        if 0 in count:
+            return np.zeros(0, dtype=np.int64)
+        axes = [np.arange(s, s + c) - b for s, c, b in zip(start, count, self.start)]
+        grid = np.meshgrid(*axes, indexing="ij")
+        return np.ravel_multi_index([g.ravel() for g in grid], self.local_shape)
+
+
+def plane_chunks(grid_shape, planes_per_chunk, axis=0):
+    """Split the grid into slabs of whole planes normal to ``axis`` (0: x-planes, 2: z-planes): list of
+    global boxes ((x0, y0, z0), (x1, y1, z1)), stop exclusive; chunk id = list index."""
+    shape = [int(n) for n in grid_shape]
+    boxes = []
+    for first in range(0, shape[axis], planes_per_chunk):
+        start, stop = [0, 0, 0], list(shape)
+        start[axis], stop[axis] = first, min(first + planes_per_chunk, shape[axis])
+        boxes.append((tuple(start), tuple(stop)))
+    return boxes
+
 
 def voxel_volume(cell, shape):
     """Volume of one grid cell in Angstrom^3: |det(cell)| / (nx ny nz); ``cell`` (3, 3) in Angstrom."""
     return abs(float(np.linalg.det(np.asarray(cell, dtype=float)))) / float(np.prod(shape))
 
 
-__all__ = ["GridLayout", "block_split", "process_grid", "voxel_volume"]
+__all__ = ["GridLayout", "block_split", "plane_chunks", "process_grid", "voxel_volume"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mldft_app.decomposition import GridLayout, block_split, process_grid, voxel_volume
+from mldft_app.decomposition import GridLayout, block_split, plane_chunks, process_grid, voxel_volume
 
 
 @pytest.mark.parametrize("n,parts", [(10, 3), (45, 2), (7, 7), (200, 6)])
@@ -56,6 +56,26 @@ def test_local_flat_rejects_points_of_other_ranks():
     other = GridLayout.create((4, 4, 4), 2, 1).local_indices()
     with pytest.raises(ValueError):
         layout.local_flat(other)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_brick_parts_of_plane_chunks_tile_each_chunk(axis):
+    shape, nprocs = (7, 5, 6), 4
+    chunks = plane_chunks(shape, 4, axis=axis)
+    assert [stop[axis] - start[axis] for start, stop in chunks] == [4, shape[axis] - 4]
+    field = np.arange(np.prod(shape)).reshape(shape)
+    for start, stop in chunks:
+        box = field[tuple(slice(a, b) for a, b in zip(start, stop))]
+        seen = np.full(box.shape, -1)
+        for rank in range(nprocs):
+            layout = GridLayout.create(shape, nprocs, rank)
+            (x, y, z), count = layout.brick_part((start, stop))
+            values = field[layout.slices].ravel()[layout.brick_part_index((start, stop))]
+            assert values.size == np.prod(count)
+            rel = tuple(slice(s - b, s - b + c) for s, b, c in zip((x, y, z), start, count))
+            assert np.all(seen[rel] == -1)
+            seen[rel] = values.reshape(count)
+        assert np.array_equal(seen, box)
 
 
 def test_voxel_volume():

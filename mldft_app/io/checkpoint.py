@@ -155,37 +155,7 @@ def global_checksum(comm, partial):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Boxes and collective I/O
-
-
-def plane_chunks(grid_shape, planes_per_chunk, axis=0):
-    """Split the grid into slabs of whole planes normal to ``axis`` (0: x-planes, 2: z-planes): list of
-    (start, stop) boxes, chunk id = list index."""
-    shape = [int(n) for n in grid_shape]
-    boxes = []
-    for first in range(0, shape[axis], planes_per_chunk):
-        start, stop = [0, 0, 0], list(shape)
-        start[axis], stop[axis] = first, min(first + planes_per_chunk, shape[axis])
-        boxes.append((tuple(start), tuple(stop)))
-    return boxes
-
-
-def brick_part(layout, box):
-    """This rank's part of a global box: (start, count) as tuples (count may contain 0)."""
-    lo = np.maximum(np.asarray(layout.start), np.asarray(box[0]))
-    hi = np.minimum(np.asarray(layout.start) + np.asarray(layout.local_shape), np.asarray(box[1]))
-    count = np.maximum(hi - lo, 0)
-    return tuple(int(v) for v in lo), tuple(int(v) for v in count)
-
-
-def brick_part_index(layout, box):
-    """Positions of this rank's part of ``box`` in the brick's C-ordered flat arrays, int (n,)."""
-    start, count = brick_part(layout, box)
-    if 0 in count:
-        return np.zeros(0, dtype=np.int64)
-    axes = [np.arange(s, s + c) - b for s, c, b in zip(start, count, layout.start)]
-    grid = np.meshgrid(*axes, indexing="ij")
-    return np.ravel_multi_index([g.ravel() for g in grid], layout.local_shape)
+# Collective I/O of boxes
 
 
 def _io(dset, start, count, buf, write, comm):
@@ -355,10 +325,10 @@ class Checkpoint:
         Parameters
         ----------
         local : ndarray, shape (n_part,) or (n_part, m)
-            This rank's part of the chunk (:func:`brick_part`, C order; e.g.
-            ``brick_values[brick_part_index(layout, box)]``); n_part may be 0.
+            This rank's part of the chunk (``layout.brick_part(box)``, C order; e.g.
+            ``brick_values[layout.brick_part_index(box)]``); n_part may be 0.
         box : ((x0, y0, z0), (x1, y1, z1))
-            The chunk's global box (e.g. from :func:`plane_chunks`); the same on every rank.
+            The chunk's global box (e.g. from :func:`~mldft_app.decomposition.plane_chunks`); the same on every rank.
         extras : dict of str to 1-D float64 array, optional
             Small values that belong to the chunk as a whole, the same on every rank (HDF5 attributes of
             the chunk file, not covered by its checksum; read back by :meth:`read_chunk_extras`).
@@ -414,7 +384,7 @@ class Checkpoint:
         shapes = self.comm.allgather((local.ndim == 2, local.shape[1] if local.ndim == 2 else 1, local.dtype.itemsize))
         vector, m, itemsize = (max(column) for column in zip(*shapes))
         dtype = np.dtype(np.float64 if itemsize == 8 else np.float32)
-        start, count = brick_part(layout, box)
+        start, count = layout.brick_part(box)
         values = np.ascontiguousarray(local, dtype=dtype).reshape(tuple(count) + (m,))
         box_shape = tuple(int(b - a) for a, b in zip(box[0], box[1]))
         tmp = final.with_name(final.name + ".tmp")
@@ -445,7 +415,7 @@ class Checkpoint:
             return None
         if problem is None:
             box, m, vector, checksum = header
-            start, count = brick_part(layout, box)
+            start, count = layout.brick_part(box)
             with _open(final, "r", self.comm) as h5:
                 dset = h5["data"]
                 values = np.empty(tuple(count) + (m,), dtype=dset.dtype)

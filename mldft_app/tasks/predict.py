@@ -11,9 +11,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ..decomposition import GridLayout, process_grid
+from ..decomposition import GridLayout, plane_chunks, process_grid
 from ..descriptors import STREAMING_BACKENDS, SnapParams, compute_descriptors, row_source
-from ..io.checkpoint import Checkpoint, brick_part_index, file_sha256, fingerprint_items, input_fingerprint, plane_chunks
+from ..io.checkpoint import Checkpoint, file_sha256, fingerprint_items, input_fingerprint
 from ..io.output import partial_path
 from ..forces import member_energies_and_forces
 from ..model.inference import network_inputs, predict_ldos, select_device
@@ -82,9 +82,7 @@ def preflight(cfg, n_ranks=1, node_ranks=1):
                                         model.n_members, cfg.output.write_ldos)
     check_memory(brick_points, per_point, node_ranks, "predict")
     check_result_outputs(cfg.output, inputs, n_ranks, atoms, int(np.prod(cfg.grid.shape)), model.n_energies, checkpoint)
-    requested_params = None if cfg.descriptors is None else dataclasses.asdict(cfg.descriptors)
-    if requested_params is not None:
-        requested_params.pop("backend")
+    requested_params = None if cfg.descriptors is None else cfg.descriptors.snap_params().as_dict()
     model.check_compatible(requested_params, energy_grid_from_config(cfg.physics.energy_grid))
     per_element = dict(model.valence_electrons)
     per_element.update(cfg.structure.valence_electrons)
@@ -210,7 +208,7 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
     member = 0 if ensemble else None
     first_block, restored = True, []
     for slab_id, box in enumerate(slabs):  # every decision below is the same on every rank (collective I/O)
-        rows = brick_part_index(layout, box)
+        rows = layout.brick_part_index(box)
         saved = ckpt.read_chunk(stages[0], slab_id, layout, box) if slab_id in done[stages[0]] else None
         extras = ckpt.read_chunk_extras(stages[0], slab_id) if saved is not None else None
         counts = extras.get("ood") if extras and ranged else None
@@ -268,7 +266,7 @@ def member_ldos(model, inputs, layout, cfg, device, ckpt, comm, member):
     label = f"LDOS inference, member {member + 1}/{model.n_members} (rank 0)"
     bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not comm.is_root, mininterval=2.0)
     for slab_id, box in enumerate(ldos_slabs(layout, cfg, ckpt)):
-        rows = brick_part_index(layout, box)
+        rows = layout.brick_part_index(box)
         saved = ckpt.read_chunk(stage, slab_id, layout, box) if slab_id in done else None
         if saved is None:
             for piece in batches(rows, cfg.model.batch_size):

@@ -12,10 +12,8 @@ import sys
 
 import numpy as np
 
-from mldft_app.decomposition import GridLayout
-from mldft_app.io.checkpoint import (
-    Checkpoint, brick_part_index, fingerprint_items, input_fingerprint, open_for_restart, plane_chunks,
-)
+from mldft_app.decomposition import GridLayout, plane_chunks
+from mldft_app.io.checkpoint import Checkpoint, fingerprint_items, input_fingerprint, open_for_restart
 from mldft_app.parallel import CollectiveInputError, Comm
 
 
@@ -43,7 +41,7 @@ def main():
         ckpt.write_stage("scalar", known(layout, 1)[:, 0].astype(np.float32), layout)
         slab_values = known(layout, 2)
         for chunk_id, box in enumerate(chunks[:-1]):
-            ckpt.write_chunk("slabs", chunk_id, slab_values[brick_part_index(layout, box)], layout, box)
+            ckpt.write_chunk("slabs", chunk_id, slab_values[layout.brick_part_index(box)], layout, box)
         assert ckpt.mark_chunks_done("slabs", range(len(chunks) - 1)) == list(range(len(chunks) - 1))
     elif mode == "read":
         ckpt = open_for_restart(path, comm, fingerprint, items)
@@ -57,7 +55,7 @@ def main():
         slab_values = known(layout, 2)
         for chunk_id in ckpt.done_chunks("slabs"):
             part = ckpt.read_chunk("slabs", chunk_id, layout)
-            assert np.array_equal(part, slab_values[brick_part_index(layout, chunks[chunk_id])]), chunk_id
+            assert np.array_equal(part, slab_values[layout.brick_part_index(chunks[chunk_id])]), chunk_id
         assert ckpt.read_chunk("slabs", len(chunks) - 1, layout) is None
     elif mode == "foreign":
         _, other_items = inputs(shape, model_hash="model-B")
