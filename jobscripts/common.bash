@@ -30,7 +30,7 @@ mldft_init() {
   # before any MPI launch, with the app's own message.
   output=$("$py" -c 'import sys
 from mldft_app.config import load_config
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 try:
     print(load_config(sys.argv[1]).output.file)
 except UserInputError as err:

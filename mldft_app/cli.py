@@ -12,7 +12,8 @@ import logging
 import sys
 
 from . import __version__
-from .parallel import Comm, UserInputError, describe_unexpected, forget_failure, on_failure, run_or_abort, shorten
+from .errors import UserInputError
+from .parallel import Comm, describe_unexpected, forget_failure, on_failure, run_or_abort, shorten
 
 EXIT_BAD_INPUT = 2
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from .parallel import UserInputError, shorten
+from .errors import UserInputError
+from .parallel import shorten
 
 TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
 

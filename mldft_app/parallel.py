@@ -12,6 +12,8 @@ import traceback
 
 import numpy as np
 
+from .errors import CollectiveInputError, UserInputError
+
 log = logging.getLogger(__name__)
 
 
@@ -259,14 +261,6 @@ def fault_injection_point(name):
 
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class UserInputError(Exception):
-    """An error in what the user gave (input file, structure, model): reported without traceback."""
-
-
-class CollectiveInputError(UserInputError):
-    """A user error detected on rank 0 and raised on every rank at the same point."""
 
 
 def describe_unexpected(err):

@@ -9,7 +9,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from .parallel import UserInputError
+from .errors import UserInputError
 
 
 def read_structure(path, fmt=None, index=-1):

@@ -11,7 +11,8 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.io.checkpoint import (
     Checkpoint, fingerprint_items, global_checksum, input_fingerprint, local_checksum, open_for_restart,
 )
-from mldft_app.parallel import Comm, UserInputError
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm
 
 SHAPE = (7, 5, 6)
 GRID_ARGS = [str(n) for n in SHAPE]

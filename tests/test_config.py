@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from mldft_app import config
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 
 from conftest import REPO
 

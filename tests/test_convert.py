@@ -25,7 +25,7 @@ from scipy.special import erf
 from conftest import app_mpi
 from mldft_app.io.cube import read_cube
 from mldft_app.io.qe import read_pw_output
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 from mldft_app.tasks.convert import find_ldos
 from mldft_app.units import BOLTZMANN_EV_PER_K, RYDBERG_EV
 from qe_cases import fcc_al_primitive, ldos_pp_input, require_qe, run_pw, run_qe

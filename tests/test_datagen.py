@@ -108,7 +108,7 @@ def test_md_snapshots_solid_and_liquid():
 
 def test_potential_lookup():
     assert md.resolve_potential("Al_jnp.eam").endswith("potentials/Al_jnp.eam")
-    from mldft_app.parallel import UserInputError
+    from mldft_app.errors import UserInputError
 
     with pytest.raises(UserInputError, match="not among"):
         md.resolve_potential("/nowhere/none.eam")

@@ -17,7 +17,8 @@ from mldft_app.model.uncertainty import (
     DescriptorRange, RunningSpread, coverage_counts, ensemble_mean_std, fit_sigma_scale, fraction_within,
     out_of_range_counts,
 )
-from mldft_app.parallel import Comm, UserInputError
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm
 from test_training import FAST, synthetic, write
 
 SHIPPED = REPO / "inputs" / "models" / "al_933K.pt"

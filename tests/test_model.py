@@ -8,7 +8,8 @@ from mldft_app.model.inference import predict_ldos, select_device
 from mldft_app.model.network import ACTIVATIONS, LdosNetwork
 from mldft_app.model.scaling import InputScaler, OutputScaler
 from mldft_app.model.store import TrainedModel, load_model, save_model
-from mldft_app.parallel import Comm, UserInputError
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm
 
 N_DESC, N_E = 6, 5
 PARAMS = {"twojmax": 10, "rcutfac": 4.67637, "elements": ["Al"]}

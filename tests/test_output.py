@@ -3,7 +3,7 @@ import pytest
 
 from conftest import python_mpi
 from mldft_app.io.output import check_output_path
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 
 
 def test_parallel_h5py_is_available():

@@ -10,7 +10,7 @@ import pytest
 from al32_data import RELATIVE_ERROR as LDOS_ARCHIVE_RTOL
 from mldft_app.io.cube import read_cube, read_cube_header, write_cube
 from mldft_app.io.qe import PPX_LDOS_TO_EV_ANGSTROM3, read_pw_output
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 from mldft_app.units import BOHR_ANGSTROM, RYDBERG_EV
 
 

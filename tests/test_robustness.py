@@ -42,7 +42,7 @@ def rank_statuses(proc):
 
 def test_yaml_12_floats_and_duplicate_keys(tmp_path):
     from mldft_app.config import load_config
-    from mldft_app.parallel import UserInputError
+    from mldft_app.errors import UserInputError
 
     path = tmp_path / "in.yaml"
     path.write_text("task: train\nsnapshots: [a.h5]\nmodel_file: m.pt\ntraining: {learning_rate: 1.0e-3, memory_budget: 1e3}\n")
@@ -349,7 +349,7 @@ def test_model_with_nan_weights_is_refused(tmp_path, tiny):
     import torch
 
     from mldft_app.model.store import load_model
-    from mldft_app.parallel import UserInputError
+    from mldft_app.errors import UserInputError
 
     payload = torch.load(tiny["model"], weights_only=True)
     name = next(iter(payload["network_state"]))
@@ -360,7 +360,7 @@ def test_model_with_nan_weights_is_refused(tmp_path, tiny):
 
 
 def test_structure_index_out_of_range_is_named(tiny):
-    from mldft_app.parallel import UserInputError
+    from mldft_app.errors import UserInputError
     from mldft_app.structure import read_structure
 
     with pytest.raises(UserInputError, match="structure.index 5: structure file .* has no such image"):
@@ -369,7 +369,7 @@ def test_structure_index_out_of_range_is_named(tiny):
 
 def test_output_equal_to_the_model_is_refused(tmp_path, tiny):
     from mldft_app.config import load_config
-    from mldft_app.parallel import UserInputError
+    from mldft_app.errors import UserInputError
     from mldft_app.tasks.predict import preflight
 
     cfg = load_config(predict_input(tmp_path, tiny, output={"file": str(tiny["model"]), "overwrite": True}))
@@ -379,7 +379,8 @@ def test_output_equal_to_the_model_is_refused(tmp_path, tiny):
 
 def test_damaged_checkpoint_manifest_is_named_damaged(tmp_path):
     from mldft_app.io.checkpoint import Checkpoint
-    from mldft_app.parallel import Comm, UserInputError
+    from mldft_app.errors import UserInputError
+    from mldft_app.parallel import Comm
 
     (tmp_path / "out.h5.ckpt").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # an HDF5 signature, then cut off
     with pytest.raises(UserInputError, match="it is damaged"):

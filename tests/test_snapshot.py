@@ -6,7 +6,7 @@ import pytest
 
 from mldft_app.io import snapshot
 from mldft_app.io.snapshot import open_snapshot, write_snapshot
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 
 GRID = (7, 9, 11)
 N_DESC, N_E = 5, 6

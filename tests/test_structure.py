@@ -4,7 +4,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 from mldft_app.structure import prepare_atoms, read_structure, valence_electrons
 
 

@@ -14,7 +14,8 @@ from mldft_app.model.data import (
     InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_bounds, shard_owner,
 )
 from mldft_app.model.training import derive_valence_electrons, train_model
-from mldft_app.parallel import Comm, UserInputError
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm
 
 GRID = (12, 12, 10)
 ENERGIES = np.linspace(-4.0, 6.0, 24)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mldft_app.energy.upf import read_upf, valence_electrons_from_pseudopotentials
-from mldft_app.parallel import UserInputError
+from mldft_app.errors import UserInputError
 
 PSEUDO = Path("/usr/share/espresso/pseudo")
 

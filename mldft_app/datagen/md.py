@@ -15,7 +15,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 
-from ..parallel import Comm, UserInputError
+from ..errors import UserInputError
+from ..parallel import Comm
 
 log = logging.getLogger(__name__)
 

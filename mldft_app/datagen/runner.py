@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..parallel import UserInputError
+from ..errors import UserInputError
 
 log = logging.getLogger(__name__)
 

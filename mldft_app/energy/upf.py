@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 from scipy.integrate import simpson
 
-from ..parallel import UserInputError
+from ..errors import UserInputError
 
 
 @dataclass(frozen=True)

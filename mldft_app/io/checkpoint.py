@@ -33,7 +33,8 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel import CollectiveInputError, UserInputError, shorten
+from ..errors import CollectiveInputError, UserInputError
+from ..parallel import shorten
 from .output import ABANDONED_FILES, is_io_error
 
 log = logging.getLogger(__name__)

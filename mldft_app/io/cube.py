@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from ..units import BOHR_ANGSTROM
 
 _ENERGY = re.compile(r"Energy\s*=\s*([-+0-9.eEdD]+)\s*eV(?:\s*,\s*broadening\s*=\s*([-+0-9.eEdD]+)\s*eV)?")

@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel import UserInputError, shorten
+from ..errors import UserInputError
+from ..parallel import shorten
 from ..units import CONSTANTS
 from .plots import plot_paths
 

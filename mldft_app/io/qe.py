@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from ..units import BOHR_ANGSTROM, RYDBERG_EV
 
 PPX_LDOS_TO_EV_ANGSTROM3 = 1.0 / (RYDBERG_EV * BOHR_ANGSTROM**3)

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from ..units import CONSTANTS
 
 FORMAT = "mldft_app.snapshot"

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..parallel import UserInputError
+from ..errors import UserInputError
 
 FORMAT = "mldft_app.train_checkpoint"
 FORMAT_VERSION = 1

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ..parallel import UserInputError, node_local_rank
+from ..errors import UserInputError
+from ..parallel import node_local_rank
 
 
 def select_device(requested, comm):

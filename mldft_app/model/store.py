@@ -38,7 +38,7 @@ import torch
 
 from .. import __version__
 from ..io.snapshot import LDOS_UNITS, canonical_params
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from .network import LdosNetwork
 from .scaling import InputScaler, OutputScaler
 from .uncertainty import DescriptorRange

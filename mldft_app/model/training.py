@@ -36,7 +36,8 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from ..io.snapshot import canonical_params, open_snapshot
-from ..parallel import Comm, CollectiveInputError, UserInputError, checked_on_root
+from ..errors import CollectiveInputError, UserInputError
+from ..parallel import Comm, checked_on_root
 from ..structure import closest_pair, grid_spacing
 from . import checkpoint as ckpt
 from .data import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.output import check_free_space, check_inputs_are_not_outputs, check_result_files, result_files, result_size_bytes
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from ..structure import closest_pair, grid_spacing
 from ..units import kelvin_to_ev
 

@@ -26,7 +26,8 @@ from ..io.cube import read_cube, read_cube_header
 from ..io.output import check_free_space, check_inputs_are_not_outputs, check_output_path
 from ..io.qe import PPX_LDOS_TO_EV_ANGSTROM3, read_pw_output
 from ..io.snapshot import write_snapshot
-from ..parallel import UserInputError, checked_on_root
+from ..errors import UserInputError
+from ..parallel import checked_on_root
 from ..structure import prepare_atoms, read_structure, valence_electrons
 from ..timing import StageTimer, format_table
 

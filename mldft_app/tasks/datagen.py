@@ -36,7 +36,8 @@ from ..datagen import md, qe_inputs, runner
 from ..energy.upf import read_upf
 from ..io.qe import read_pw_output
 from ..io.snapshot import open_snapshot
-from ..parallel import UserInputError, checked_on_root
+from ..errors import UserInputError
+from ..parallel import checked_on_root
 from ..model.store import load_model
 from .convert import run_convert
 from .datagen_selection import ensure_selection

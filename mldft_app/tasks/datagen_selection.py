@@ -26,7 +26,8 @@ from ..io.checkpoint import file_sha256
 from ..model.inference import predict_ldos
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std
-from ..parallel import UserInputError, checked_on_root
+from ..errors import UserInputError
+from ..parallel import checked_on_root
 from ..structure import prepare_atoms, valence_electrons
 from .ldos_analysis import ElectronicSystem, analyse_ldos, ionic_from_pseudopotentials
 

@@ -36,7 +36,8 @@ from ..io.snapshot import open_snapshot
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model, save_model
 from ..model.uncertainty import ensemble_mean_std
-from ..parallel import UserInputError, checked_on_root
+from ..errors import UserInputError
+from ..parallel import checked_on_root
 from ..structure import prepare_atoms
 from ..timing import StageTimer, format_table
 from . import evaluate_calibration as calibration

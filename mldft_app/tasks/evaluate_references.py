@@ -23,7 +23,7 @@ from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..forces import member_energies_and_forces
 from ..model.inference import predict_ldos
-from ..parallel import UserInputError
+from ..errors import UserInputError
 from ..structure import prepare_atoms, valence_electrons
 from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 

@@ -17,7 +17,8 @@ from ..decomposition import voxel_volume
 from ..energy.total import IonicSetup, density_terms, total_energy
 from ..energy.upf import read_upf
 from ..energy.xc import functional_from_qe
-from ..parallel import CollectiveInputError, UserInputError, checked_on_root
+from ..errors import CollectiveInputError, UserInputError
+from ..parallel import checked_on_root
 from ..io.output import OutputFile, check_free_space, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
 from ..io.cube import write_cube
 from ..io.plots import plot_output

@@ -11,7 +11,8 @@ from ase import Atoms
 from ..decomposition import GridLayout
 from ..decomposition import process_grid
 from ..io.snapshot import open_snapshot
-from ..parallel import UserInputError, checked_on_root, node_local_size
+from ..errors import UserInputError
+from ..parallel import checked_on_root, node_local_size
 from ..structure import prepare_atoms
 from ..timing import StageTimer
 from .checks import check_memory, check_result_outputs, check_temperature, pseudopotential_inputs

@@ -19,7 +19,8 @@ from ..forces import member_energies_and_forces
 from ..model.inference import network_inputs, predict_ldos, select_device
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std, out_of_range_counts
-from ..parallel import UserInputError, checked_on_root, fault_injection_point, node_local_size
+from ..errors import UserInputError
+from ..parallel import checked_on_root, fault_injection_point, node_local_size
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer, steady_allocation
 from .checks import (

@@ -14,7 +14,8 @@ import torch
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
 from ..model.training import member_checkpoint, train_model
-from ..parallel import CollectiveInputError, checked_on_root, node_local_rank
+from ..errors import CollectiveInputError
+from ..parallel import checked_on_root, node_local_rank
 
 log = logging.getLogger(__name__)
 

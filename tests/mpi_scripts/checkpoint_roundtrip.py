@@ -14,7 +14,8 @@ import numpy as np
 
 from mldft_app.decomposition import GridLayout, plane_chunks
 from mldft_app.io.checkpoint import Checkpoint, fingerprint_items, input_fingerprint, open_for_restart
-from mldft_app.parallel import CollectiveInputError, Comm
+from mldft_app.errors import CollectiveInputError
+from mldft_app.parallel import Comm
 
 
 def inputs(shape, model_hash="model-A"):

@@ -8,7 +8,8 @@ The whole job must end (MPI_Abort) within seconds, naming the failing rank; noth
 import sys
 import time
 
-from mldft_app.parallel import Comm, UserInputError, run_or_abort
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm, run_or_abort
 
 
 def work(comm, kind, failing_rank):
