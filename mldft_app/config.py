@@ -1,7 +1,7 @@
 """Input file: YAML -> validated, frozen dataclasses (one per section). The only YAML reader.
 
 Every key is declared once here with its type, default, unit, allowed range and a one-line
-description; :func:`load_config` rejects unknown, missing and ill-typed keys with one message naming
+description (the SNAP parameters of the ``descriptors`` section in :mod:`mldft_app.descriptors.snap_params`); :func:`load_config` rejects unknown, missing and ill-typed keys with one message naming
 the key, and :func:`reference_markdown` generates the key reference (docs/input_reference.md).
 Paths in the input are relative to the input file's directory.
 """
@@ -15,10 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from .descriptors import BACKENDS
+from .descriptors.snap_params import SnapParams
 from .errors import UserInputError
 from .parallel import shorten
 
 TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
+DESCRIPTOR_BACKENDS = tuple(BACKENDS)
 
 
 def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, above=None, length=None,
@@ -59,18 +62,24 @@ class GridConfig:
     shape: typing.List[int] = option(doc="real-space grid points along the three cell vectors (nx, ny, nz)", length=3, minimum=1)
 
 
-@dataclass(frozen=True)
-class DescriptorConfig:
-    backend: str = option("lammps", doc="descriptor implementation: lammps (reference), torch (CPU/GPU, float64, the same values) or torch_float32 (faster; energies within 0.1 meV/atom)", choices=("lammps", "torch", "torch_float32"))
-    twojmax: int = option(10, doc="2 x maximum angular momentum of the bispectrum", minimum=0)
-    rcutfac: float = option(4.67637, doc="cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", above=0.0)
-    rfac0: float = option(0.99363, doc="angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)
-    radelem: float = option(0.5, doc="element radius (same for every element)", unit="Angstrom", above=0.0)
-    wj: float = option(1.0, doc="element weight (same for every element)")
-    rmin0: float = option(0.0, doc="inner cutoff of the angular mapping", unit="Angstrom", minimum=0.0)
-    switchflag: int = option(1, doc="1 = smooth switching function at the cutoff", choices=(0, 1))
-    bzeroflag: int = option(0, doc="1 = subtract the bispectrum of an empty neighbourhood", choices=(0, 1))
-    quadraticflag: int = option(0, doc="1 = append quadratic products of the components", choices=(0, 1))
+def _descriptor_section():
+    """The ``descriptors`` section: ``backend``, then every field of :class:`SnapParams` with the default,
+    description and constraints declared there (the one declaration of the SNAP parameters)."""
+    backend = option("lammps", doc="descriptor implementation: lammps (reference), torch (CPU/GPU, float64, the same values) or torch_float32 (faster; energies within 0.1 meV/atom)", choices=DESCRIPTOR_BACKENDS)
+    snap = [(f.name, f.type, option(f.default, **f.metadata)) for f in dataclasses.fields(SnapParams)]
+
+    def snap_params(self):
+        """The section's :class:`SnapParams` (``backend`` left out); UserInputError if they are unusable."""
+        try:
+            return SnapParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SnapParams)})
+        except ValueError as err:
+            raise UserInputError(f"input key 'descriptors': {err}") from None
+
+    return dataclasses.make_dataclass("DescriptorConfig", [("backend", str, backend)] + snap, frozen=True,
+                                      namespace={"__module__": __name__, "snap_params": snap_params})
+
+
+DescriptorConfig = _descriptor_section()
 
 
 @dataclass(frozen=True)
@@ -269,7 +278,7 @@ class EvaluateInput:
     reference_grid: typing.Optional[typing.List[int]] = option(None, doc="real-space grid of the predictions of references (e.g. the training snapshots' grid)", length=3, minimum=1)
     plot_file: typing.Optional[str] = option(None, doc="PNG plot (DOS predicted vs DFT, energy parity); null = report_file with .png", path=True)
     descriptors: str = option("snapshot", doc="snapshot: the snapshot's stored descriptors; recompute: compute them from its structure", choices=("snapshot", "recompute"))
-    descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=("lammps", "torch", "torch_float32"))
+    descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=DESCRIPTOR_BACKENDS)
     temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = each snapshot's", unit="K", above=0.0)
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element for the total energy; empty = no total energy", path=True

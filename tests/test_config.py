@@ -32,6 +32,24 @@ def test_defaults_and_relative_paths(tmp_path):
     assert (explicit.descriptors.twojmax, explicit.descriptors.rcutfac) == (10, 4.67637)
 
 
+def test_descriptor_section_is_declared_by_snap_params(tmp_path):
+    """The SNAP keys of the input are SnapParams's fields (one declaration), behind the backend; a config
+    survives pickling (it is broadcast to the ranks) and gives the SnapParams it describes."""
+    import dataclasses
+    import pickle
+
+    from mldft_app.descriptors import SnapParams
+
+    names = [f.name for f in dataclasses.fields(config.DescriptorConfig)]
+    assert names == ["backend"] + [f.name for f in dataclasses.fields(SnapParams)]
+    cfg = config.parse_config({**GOOD_PREDICT, "descriptors": {"twojmax": 4, "rcutfac": 4.0}}, tmp_path)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert cfg.descriptors.snap_params() == SnapParams(twojmax=4, rcutfac=4.0)
+    singular = config.parse_config({**GOOD_PREDICT, "descriptors": {"rfac0": 1.0}}, tmp_path)
+    with pytest.raises(UserInputError, match="'descriptors': rfac0 must lie in"):
+        singular.descriptors.snap_params()
+
+
 def with_(path, value):
     data = yaml.safe_load(yaml.safe_dump(GOOD_PREDICT))
     *parents, last = path.split(".")

@@ -7,7 +7,14 @@ the descriptors do not distinguish species (no ``chem`` option). The grid point 
 the central atom.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _key(default, doc, **constraints):
+    """A SNAP field with its description and constraints (``unit``, ``minimum``, ``above``, ``maximum``,
+    ``choices``): the one declaration of the parameter, read by :class:`SnapParams`'s checks and by the
+    input schema (``config.DescriptorConfig``, docs/input_reference.md)."""
+    return field(default=default, metadata=dict(doc=doc, **constraints))
 
 
 def bispectrum_count(twojmax):
@@ -53,28 +60,29 @@ class SnapParams:
         1: append the products B_i B_j (i <= j, with 1/2 B_i^2 on the diagonal).
     """
 
-    twojmax: int = 10
-    rcutfac: float = 4.67637
-    rfac0: float = 0.99363
-    radelem: float = 0.5
-    wj: float = 1.0
-    rmin0: float = 0.0
-    switchflag: int = 1
-    bzeroflag: int = 0
-    quadraticflag: int = 0
+    twojmax: int = _key(10, "2 x maximum angular momentum of the bispectrum", minimum=0)
+    rcutfac: float = _key(4.67637, "cutoff scale factor (dimensionless); cutoff radius = 2 radelem rcutfac", above=0.0)
+    rfac0: float = _key(0.99363, "angular mapping parameter of SNAP", minimum=0.0, maximum=1.0)
+    radelem: float = _key(0.5, "element radius (same for every element)", unit="Angstrom", above=0.0)
+    wj: float = _key(1.0, "element weight (same for every element)")
+    rmin0: float = _key(0.0, "inner cutoff of the angular mapping", unit="Angstrom", minimum=0.0)
+    switchflag: int = _key(1, "1 = smooth switching function at the cutoff", choices=(0, 1))
+    bzeroflag: int = _key(0, "1 = subtract the bispectrum of an empty neighbourhood", choices=(0, 1))
+    quadraticflag: int = _key(0, "1 = append quadratic products of the components", choices=(0, 1))
 
     def __post_init__(self):
-        if int(self.twojmax) != self.twojmax or self.twojmax < 0:
-            raise ValueError(f"twojmax must be a non-negative integer, got {self.twojmax!r}")
-        if not 0.0 < self.rfac0 < 1.0:
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if f.type is int and int(value) != value:
+                raise ValueError(f"{f.name} must be an integer, got {value!r}")
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise ValueError(f"{f.name} must be one of {meta['choices']}, got {value!r}")
+            if meta.get("minimum") is not None and value < meta["minimum"]:
+                raise ValueError(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
+            if meta.get("above") is not None and value <= meta["above"]:
+                raise ValueError(f"{f.name} must be > {meta['above']}, got {value!r}")
+        if not 0.0 < self.rfac0 < 1.0:  # the angular mapping is singular at 0 and 1
             raise ValueError(f"rfac0 must lie in (0, 1), got {self.rfac0!r}")
-        if self.rcutfac <= 0.0 or self.radelem <= 0.0:
-            raise ValueError(f"rcutfac and radelem must be positive, got {self.rcutfac!r}, {self.radelem!r}")
-        if self.rmin0 < 0.0:
-            raise ValueError(f"rmin0 must be >= 0, got {self.rmin0!r}")
-        for name in ("switchflag", "bzeroflag", "quadraticflag"):
-            if getattr(self, name) not in (0, 1):
-                raise ValueError(f"{name} must be 0 or 1, got {getattr(self, name)!r}")
 
     @property
     def n_linear(self):

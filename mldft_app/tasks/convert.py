@@ -21,7 +21,7 @@ from typing import Tuple
 import numpy as np
 
 from ..decomposition import GridLayout
-from ..descriptors import SnapParams, compute_descriptors
+from ..descriptors import compute_descriptors
 from ..io.cube import read_cube, read_cube_header
 from ..io.output import check_free_space, check_inputs_are_not_outputs, check_output_path
 from ..io.qe import PPX_LDOS_TO_EV_ANGSTROM3, read_pw_output
@@ -207,7 +207,7 @@ def preflight(cfg):
     reference = qe.reference_energies() if qe is not None else {}
     reference_forces = qe.forces if qe is not None else None
     n_points = int(np.prod(source.grid_shape))
-    params = SnapParams.from_dict({k: v for k, v in vars(cfg.descriptors).items() if k != "backend"})
+    params = cfg.descriptors.snap_params()
     check_free_space(cfg.snapshot_file, n_points * (params.n_components * 8 + source.energies.size * 4), "snapshot_file")
     return atoms, n_electrons, source, reference, reference_forces, f"{source.describe()} + {structure_file}"
 
@@ -217,9 +217,8 @@ def run_convert(cfg, comm):
     timer = StageTimer()
     with timer.stage("setup"):
         atoms, n_electrons, source, reference, reference_forces, description = checked_on_root(comm, preflight, cfg)
-        params_dict = {k: v for k, v in vars(cfg.descriptors).items() if k != "backend"}
-        params = SnapParams.from_dict(params_dict)
-        layout = GridLayout.create(source.grid_shape, comm.size, comm.rank)
+        params = cfg.descriptors.snap_params()
+        layout = GridLayout.distribute(source.grid_shape, comm)
     with timer.stage("descriptors"):
         local = compute_descriptors(atoms, layout, params, comm, backend=cfg.descriptors.backend)
     with timer.stage("write snapshot"):
