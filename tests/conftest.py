@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mpi_ranks import mpi_tmp_path, pytest_collection_modifyitems, pytest_configure  # noqa: F401 (the mpi(ranks=N) plugin)
+
 REPO = Path(__file__).resolve().parents[1]
 AL32_DIR = REPO / "tests" / "data" / "al32_933"  # the QE reference snapshot shipped with the tests
 AL32_FILES = ("scf.in", "scf.out", "pp.in", "scf_k4.in", "scf_k4.out", "cube_samples")

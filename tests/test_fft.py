@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
-from conftest import python_mpi
 from mldft_app.decomposition import GridLayout
 from mldft_app.energy.fft import DistributedFFT
 from mldft_app.parallel import Comm
+from mpi_ranks import on_ranks
 
 CUBIC = np.diag([5.0, 5.0, 5.0])
 TRICLINIC = np.array([[5.0, 0.0, 0.0], [1.3, 6.0, 0.0], [0.7, -0.9, 7.0]])
 
 
 def serial_fft(shape, cell, backend=None):
-    return DistributedFFT(GridLayout.create(shape, 1, 0), cell, Comm(), backend=backend)
+    return DistributedFFT(GridLayout.create(shape, 1, 0), cell, backend=backend)
 
 
 def grid_positions(fft):
@@ -106,13 +106,39 @@ def test_rejects_wrong_sizes():
         fft.forward(np.zeros(10))
     with pytest.raises(ValueError):
         fft.backward(np.zeros((4, 4, 4), dtype=complex))
-    with pytest.raises(ValueError):
-        DistributedFFT(GridLayout.create((4, 4, 4), 2, 0), CUBIC, Comm())
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks", [2, 3])
-def test_fft_under_mpirun_matches_numpy(n_ranks):
-    """Bricks on 2 and 3 ranks: forward/backward/gradient equal numpy.fft on the gathered grid."""
-    proc = python_mpi(n_ranks, "fft_ranks.py", timeout=120)
-    assert "fft ranks ok" in proc.stdout
+def check_bricks(comm, shape, cell, z_split=False):
+    """On every rank: its brick's forward coefficients = its block of rfftn/N of the whole field,
+    backward(forward(f)) = f, G vectors and the spectral gradient = the serial ones. ``z_split``: bricks
+    split along z (never PFFT's pencils: the exchange path), else the automatic process grid."""
+    field = np.random.default_rng(11).standard_normal(shape)  # same on every rank (same seed)
+    layout = GridLayout.distribute(shape, comm, (1, 1, comm.size) if z_split else None)
+    fft = DistributedFFT(layout, cell)
+    # bricks that keep z whole are PFFT's pencils: no data moves between the layouts
+    assert fft._exchange.identity == (layout.dims[2] == 1), (layout.dims, "exchange")
+    local = field[layout.slices].reshape(-1)
+    coefficients = fft.forward(local)
+    block = tuple(slice(s, s + n) for s, n in zip(fft.spectral_start, fft.spectral_shape))
+    reference = (np.fft.rfftn(field) / field.size)[block]
+    assert np.max(np.abs(coefficients - reference)) < 1e-15, "forward differs from numpy"
+    assert np.max(np.abs(fft.backward(coefficients) - local)) < 1e-14, "round trip"
+    serial = serial_fft(shape, cell)
+    assert np.allclose(fft.g_vectors, serial.g_vectors[block], rtol=0, atol=1e-13)
+    assert np.array_equal(fft.g_weight, serial.g_weight[block])
+    gradient = serial.gradient(field.reshape(-1)).reshape(shape + (3,))[layout.slices].reshape(-1, 3)
+    assert np.max(np.abs(fft.gradient(local) - gradient)) < 1e-12, "gradient"
+    total = comm.allreduce_sum(np.array([layout.n_local, np.prod(fft.spectral_shape)], dtype=float))
+    assert total[0] == np.prod(shape) and total[1] == shape[0] * shape[1] * (shape[2] // 2 + 1)
+    fft.close()
+
+
+@on_ranks(2, 3)
+def test_fft_bricks_on_ranks_match_numpy(n_ranks):
+    """Bricks on 2 and 3 ranks (odd and even grids, orthogonal and triclinic cells; automatic and
+    z-split process grids): forward/backward/gradient equal numpy.fft of the whole field."""
+    comm = Comm.world()
+    for shape in [(9, 8, 10), (7, 11, 5), (12, 12, 12)]:
+        for cell in (np.diag([5.0, 6.0, 7.0]), TRICLINIC):
+            check_bricks(comm, shape, cell)
+    check_bricks(comm, (9, 8, 10), TRICLINIC, z_split=True)
