@@ -15,7 +15,8 @@ from mldft_app.interfaces.ase_calculator import MldftCalculator
 from mldft_app.model.inference import predict_ldos
 from mldft_app.model.store import save_model
 from mldft_app.parallel import Comm
-from mldft_app.tasks.ldos_analysis import ElectronicSystem, analyse_ldos, ionic_from_pseudopotentials
+from mldft_app.ldos.analysis import analyse_ldos
+from mldft_app.ldos.system import ElectronicSystem, ionic_from_pseudopotentials
 
 SCRIPT = Path(__file__).parent / "mpi_scripts" / "forces_ranks.py"
 _spec = importlib.util.spec_from_file_location("forces_ranks", SCRIPT)

@@ -13,7 +13,7 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.parallel import Comm
 from mldft_app.io.qe import read_pw_output
 from mldft_app.tasks.evaluate import add_reference_errors, compare_ldos
-from mldft_app.tasks.ldos_analysis import ElectronicSystem
+from mldft_app.ldos.system import ElectronicSystem
 
 UPF = "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"
 

@@ -11,7 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import REPO, app_mpi
 from mldft_app.tasks.evaluate_references import Reference, group_statistics, markdown_section, reference_errors
-from mldft_app.tasks.ldos_analysis import ElectronicSystem
+from mldft_app.ldos.system import ElectronicSystem
 
 UPF = "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"
 MODEL = REPO / "inputs" / "models" / "al_933K.pt"

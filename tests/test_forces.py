@@ -11,11 +11,12 @@ import torch
 from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import SnapParams
 from mldft_app.energy.ewald import ewald_forces
-from mldft_app.forces import energy_and_forces, ldos_energy_gradient
+from mldft_app.energy.forces import energy_and_forces, ldos_energy_gradient
 from mldft_app.ldos.weights import occupation_weight_derivative
 from mldft_app.ldos.weights import occupation_weights
 from mldft_app.parallel import Comm
-from mldft_app.tasks.ldos_analysis import ElectronicSystem, analyse_ldos
+from mldft_app.ldos.analysis import analyse_ldos
+from mldft_app.ldos.system import ElectronicSystem
 
 from conftest import python_mpi
 

@@ -415,7 +415,7 @@ def test_fermi_level_warning_only_when_the_window_cuts_the_occupation(caplog):
 
     import numpy as np
 
-    from mldft_app.tasks.checks import check_fermi_level
+    from mldft_app.ldos.checks import check_fermi_level
 
     energies = np.linspace(-5.0, 10.0, 301)
     with caplog.at_level(logging.WARNING):

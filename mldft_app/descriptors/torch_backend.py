@@ -11,7 +11,7 @@ neighbour search and the bispectrum of each chunk instead, with the same arithme
 forces (a ``positions`` tensor) always take the torch path, which is differentiable.
 
 :class:`BrickDescriptors` does the same chunk by chunk and, given a ``positions`` tensor, keeps the
-autograd graph back to the atomic positions (used for forces, :mod:`mldft_app.forces`).
+autograd graph back to the atomic positions (used for forces, :mod:`mldft_app.energy.forces`).
 
 The result agrees with LAMMPS's to round-off (see tests/test_torch_descriptors.py), including
 triclinic cells, switchflag, bzeroflag, rmin0 and quadraticflag.

@@ -1,15 +1,16 @@
-"""ASE calculator: energy and forces of the ML surrogate (:func:`mldft_app.forces.energy_and_forces`)."""
+"""ASE calculator: energy and forces of the ML surrogate (:func:`mldft_app.energy.forces.energy_and_forces`)."""
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..forces import member_energies_and_forces
+from ..energy.forces import member_energies_and_forces
+from ..ldos.checks import check_temperature, check_valence
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
+from ..model.domain import check_model_domain
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std
 from ..parallel import Comm
 from ..structure import prepare_atoms, valence_electrons
-from ..tasks.checks import check_model_domain, check_temperature, check_valence
-from ..tasks.ldos_analysis import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 
 
 class MldftCalculator(Calculator):

@@ -23,13 +23,14 @@ import numpy as np
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..io.checkpoint import file_sha256
+from ..ldos.analysis import analyse_ldos
+from ..ldos.system import ElectronicSystem, ionic_from_pseudopotentials
 from ..model.inference import predict_ldos
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std
 from ..errors import UserInputError
 from ..parallel import checked_on_root
 from ..structure import prepare_atoms, valence_electrons
-from .ldos_analysis import ElectronicSystem, analyse_ldos, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The LDOS analysis of an ensemble: every member's LDOS analysed in full, then mean and spread.
 
 Design: the descriptors are computed once and shared; each member's LDOS goes through the whole
-analysis (:func:`~mldft_app.tasks.ldos_analysis.analyse_ldos`: DOS, Fermi level, density, band
+analysis (:func:`~mldft_app.ldos.analysis.analyse_ldos`: DOS, Fermi level, density, band
 energy, -TS, total energy), so the spread of every derived quantity is the spread of that quantity
 over members (K analyses; the Fermi level and the energies are not linear in the LDOS, so the spread
 of the LDOS alone would not give it). The prediction is the members' mean of every quantity (the
@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..ldos.analysis import LdosResults
 from ..model.uncertainty import RunningSpread, ensemble_mean_std, out_of_range_counts
-from .ldos_analysis import LdosResults
 
 log = logging.getLogger(__name__)
 

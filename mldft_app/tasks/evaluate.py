@@ -2,7 +2,7 @@
 
 For every snapshot, each rank reads its brick of the descriptors (or recomputes them from the
 structure) and of the DFT LDOS, predicts the LDOS of its brick, and both LDOS go through the same
-analysis (:func:`~mldft_app.tasks.ldos_analysis.analyse_ldos`): DOS, Fermi level, density, band
+analysis (:func:`~mldft_app.ldos.analysis.analyse_ldos`): DOS, Fermi level, density, band
 energy, -TS and, with pseudopotentials, the total energy. Errors are ML minus DFT:
 
 - LDOS: RMS over all points and energies, states/(eV Angstrom^3), and relative to the DFT LDOS's RMS;
@@ -30,9 +30,11 @@ from ase import Atoms
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
-from ..forces import member_energies_and_forces
+from ..energy.forces import member_energies_and_forces
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
+from ..ldos.analysis import analyse_ldos
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 from ..model.inference import predict_ldos, select_device
 from ..model.store import load_model, save_model
 from ..model.uncertainty import ensemble_mean_std
@@ -43,7 +45,6 @@ from ..timing import StageTimer, format_table
 from . import evaluate_calibration as calibration
 from . import evaluate_references
 from .ensemble_analysis import MemberAnalyses, out_of_range
-from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
 

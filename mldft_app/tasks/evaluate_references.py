@@ -21,11 +21,12 @@ import numpy as np
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
-from ..forces import member_energies_and_forces
+from ..energy.forces import member_energies_and_forces
+from ..ldos.analysis import analyse_ldos
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 from ..model.inference import predict_ldos
 from ..errors import UserInputError
 from ..structure import prepare_atoms, valence_electrons
-from .ldos_analysis import ElectronicSystem, analyse_ldos, check_electrons_match_ions, ionic_from_pseudopotentials
 
 log = logging.getLogger(__name__)
 

@@ -8,22 +8,19 @@ import logging
 import numpy as np
 from ase import Atoms
 
+from .. import config as config_mod
 from ..decomposition import GridLayout
 from ..decomposition import process_grid
+from ..io.results import print_summary, write_results
 from ..io.snapshot import open_snapshot
+from ..ldos.analysis import analyse_ldos
+from ..ldos.checks import check_temperature
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 from ..errors import UserInputError
 from ..parallel import checked_on_root, node_local_size
 from ..structure import prepare_atoms
 from ..timing import StageTimer
-from .checks import check_memory, check_result_outputs, check_temperature, pseudopotential_inputs
-from .ldos_analysis import (
-    ElectronicSystem,
-    analyse_ldos,
-    check_electrons_match_ions,
-    ionic_from_pseudopotentials,
-    print_summary,
-    write_results,
-)
+from .checks import check_memory, check_result_outputs, pseudopotential_inputs
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +61,6 @@ def run_postprocess(cfg, comm):
         results = analyse_ldos(ldos, system, layout, comm)
     with timer.stage("output"):
         write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
-                      snapshot_file=str(cfg.snapshot_file))
+                      config_yaml=config_mod.to_yaml(cfg), snapshot_file=str(cfg.snapshot_file))
     print_summary(cfg, comm, system, layout, results, timer)
     return results.energies

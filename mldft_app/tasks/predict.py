@@ -11,11 +11,17 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from .. import config as config_mod
 from ..decomposition import GridLayout, plane_chunks, process_grid
 from ..descriptors import STREAMING_BACKENDS, SnapParams, compute_descriptors, row_source
 from ..io.checkpoint import Checkpoint, file_sha256, fingerprint_items, input_fingerprint
 from ..io.output import partial_path
-from ..forces import member_energies_and_forces
+from ..energy.forces import member_energies_and_forces
+from ..io.results import print_summary, write_results
+from ..ldos.analysis import analyse_ldos
+from ..ldos.checks import check_temperature, check_valence
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
+from ..model.domain import check_model_domain
 from ..model.inference import network_inputs, predict_ldos, select_device
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std, out_of_range_counts
@@ -23,24 +29,8 @@ from ..errors import UserInputError
 from ..parallel import checked_on_root, fault_injection_point, node_local_size
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer, steady_allocation
-from .checks import (
-    check_memory,
-    check_model_domain,
-    check_result_outputs,
-    check_temperature,
-    check_valence,
-    pseudopotential_inputs,
-    predict_bytes_per_point,
-)
+from .checks import check_memory, check_result_outputs, predict_bytes_per_point, pseudopotential_inputs
 from .ensemble_analysis import MemberAnalyses, out_of_range_from_totals, warn_out_of_range
-from .ldos_analysis import (
-    ElectronicSystem,
-    analyse_ldos,
-    check_electrons_match_ions,
-    ionic_from_pseudopotentials,
-    print_summary,
-    write_results,
-)
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +321,8 @@ def run_predict(cfg, comm):
 
     with timer.stage("output"):
         write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
-                      forces=forces, uncertainty=uncertainty, out_of_range=ood, model_file=str(cfg.model.file))
+                      forces=forces, uncertainty=uncertainty, out_of_range=ood, config_yaml=config_mod.to_yaml(cfg),
+                      model_file=str(cfg.model.file))
     if ckpt:
         ckpt.remove()
     print_summary(cfg, comm, system, layout, results, timer, uncertainty=uncertainty, out_of_range=ood,

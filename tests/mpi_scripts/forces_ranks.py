@@ -73,7 +73,7 @@ def main(argv=None):
 
     torch.set_num_threads(1)
     from mldft_app.descriptors import SnapParams
-    from mldft_app.forces import energy_and_forces
+    from mldft_app.energy.forces import energy_and_forces
     from mldft_app.parallel import Comm
 
     comm = Comm.world()

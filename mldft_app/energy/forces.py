@@ -1,6 +1,6 @@
 """Forces F = -dE/dR of the predicted total energy, through descriptors, network and LDOS integrals.
 
-The total energy (eV) is the one :func:`mldft_app.tasks.ldos_analysis.analyse_ldos` reports,
+The total energy (eV) is the one :func:`mldft_app.ldos.analysis.analyse_ldos` reports,
 
     E = E_b[D] - TS[D] + Phi[n] + E_Ewald(R),    Phi[n] = -∫ n (v_H + v_xc) + E_H[n] + E_xc[n],
 
@@ -38,16 +38,17 @@ import time
 import numpy as np
 import torch
 
-from .decomposition import GridLayout, voxel_volume
-from .descriptors.snap_params import SnapParams
-from .energy.ewald import ewald_forces
-from .energy.fft import DistributedFFT
-from .energy.total import density_terms, total_energy
-from .energy.xc import xc
-from .ldos.weights import band_energy_weights, entropy_weights, occupation_weight_derivative, occupation_weights
-from .parallel import Comm
-from .tasks.ldos_analysis import ElectronicSystem, analyse_ldos
-from .units import kelvin_to_ev
+from ..decomposition import GridLayout, voxel_volume
+from ..descriptors.snap_params import SnapParams
+from .ewald import ewald_forces
+from .fft import DistributedFFT
+from .total import density_terms, total_energy
+from .xc import xc
+from ..ldos.weights import band_energy_weights, entropy_weights, occupation_weight_derivative, occupation_weights
+from ..parallel import Comm
+from ..ldos.analysis import analyse_ldos
+from ..ldos.system import ElectronicSystem
+from ..units import kelvin_to_ev
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_e
     vector-Jacobian product reuses (K backward passes); K LDOS analyses. Memory: the K members'
     LDOS of this rank's brick, K x n_local x n_e float64.
     """
-    from .descriptors.torch_backend import BrickDescriptors
+    from ..descriptors.torch_backend import BrickDescriptors
 
     comm = Comm() if comm is None else comm
     params = SnapParams.from_dict(model.descriptor_params) if snap_params is None else snap_params

@@ -1,127 +1,19 @@
-"""From an LDOS on this rank's brick to the physics results and the output file.
+"""The results of an LDOS analysis (predict, postprocess): the HDF5 output with its sidecars, and the summary.
 
-Shared by ``predict`` (LDOS from the network) and ``postprocess`` (LDOS from a DFT snapshot), so both
-compute and write exactly the same quantities.
+``cfg`` is the task's validated input (its ``task`` and ``output`` section are used); the output layout is in
+the README, "Output".
 """
-
-import dataclasses
-import logging
-import time
-from typing import Optional
 
 import h5py
 import numpy as np
 
-from .. import config as config_mod
-from ..decomposition import voxel_volume
-from ..energy.total import IonicSetup, density_terms, total_energy
-from ..energy.upf import read_upf
-from ..energy.xc import functional_from_qe
-from ..errors import CollectiveInputError, UserInputError
 from ..parallel import checked_on_root
-from ..io.output import OutputFile, check_free_space, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
-from ..io.cube import write_cube
-from ..io.plots import plot_output
-from ..io.xdmf import write_xdmf
-from ..ldos import integrals
 from ..timing import format_table
-from .checks import check_fermi_level
-from ..units import BOHR_ANGSTROM, kelvin_to_ev
-
-log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class ElectronicSystem:
-    """What the LDOS analysis needs besides the LDOS (identical on every rank).
-
-    Attributes
-    ----------
-    atoms : ase.Atoms (Angstrom)
-    energies : ndarray (n_e,), eV
-    temperature : float, K
-    n_electrons : float
-    ionic : energy.total.IonicSetup or None
-        Functional and ionic charges; None = no total energy (no pseudopotentials given).
-    """
-
-    atoms: object
-    energies: np.ndarray
-    temperature: float
-    n_electrons: float
-    ionic: Optional[IonicSetup] = None
-
-
-def ionic_from_pseudopotentials(atoms, files):
-    """IonicSetup (functional, charge per atom) from {element: UPF path}; None when ``files`` is empty."""
-    if not files:
-        return None
-    missing = sorted(set(atoms.get_chemical_symbols()) - set(files))
-    if missing:
-        raise UserInputError(f"pseudopotentials: no file for element(s) {', '.join(missing)}")
-    pseudos = {symbol: read_upf(path) for symbol, path in files.items()}
-    for symbol, pseudo in pseudos.items():
-        if pseudo.element.strip().lower() != symbol.lower():
-            raise UserInputError(f"pseudopotentials.{symbol}: {pseudo.path} is for element {pseudo.element}")
-    try:
-        functionals = {functional_from_qe(p.functional) for p in pseudos.values()}
-    except ValueError as err:
-        raise UserInputError(f"pseudopotentials: {err}") from None
-    if len(functionals) != 1:
-        raise UserInputError(f"pseudopotentials use different functionals: {sorted(functionals)}")
-    charges = np.array([pseudos[s].z_valence for s in atoms.get_chemical_symbols()], dtype=float)
-    return IonicSetup(functional=functionals.pop(), charges=charges, pseudopotentials=pseudos)
-
-
-def check_electrons_match_ions(system):
-    """The electron count must equal the ionic charge (a neutral cell), when both are known."""
-    if system.ionic is not None and abs(system.ionic.charges.sum() - system.n_electrons) > 1e-8:
-        raise UserInputError(
-            f"{system.n_electrons:g} valence electrons but the pseudopotentials' ionic charge is "
-            f"{system.ionic.charges.sum():g}: check structure.valence_electrons / the model's values"
-        )
-
-
-@dataclasses.dataclass
-class LdosResults:
-    """DOS (n_e,) states/eV; density (n_local,) electrons/Angstrom^3 on this brick; energies in eV."""
-
-    dos: np.ndarray
-    density: np.ndarray
-    energies: dict
-    electrons_from_density: float
-
-
-def analyse_ldos(ldos_local, system, layout, comm):
-    """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e).
-
-    Collective: one reduction of the DOS and one of the electron count. A DOS that cannot hold the
-    electrons, or a Fermi level outside the energy window, raises CollectiveInputError on every rank.
-    """
-    start = time.perf_counter()
-    kt = kelvin_to_ev(system.temperature)
-    dv = voxel_volume(system.atoms.cell[:], layout.shape)
-    dos = integrals.dos_from_ldos(ldos_local, dv, comm)
-    try:
-        fermi = integrals.fermi_level(system.energies, dos, system.n_electrons, kt)
-        check_fermi_level(fermi, system.energies, system.temperature)
-    except (ValueError, UserInputError) as err:  # the DOS is the same on every rank: so is this error
-        raise CollectiveInputError(f"Fermi level at {system.temperature:g} K for {system.n_electrons:g} electrons: {err}") from None
-    density = integrals.density_from_ldos(ldos_local, system.energies, fermi, kt)
-    log.info("DOS, Fermi level and density in %.2f s%s", time.perf_counter() - start,
-             "; Hartree, XC (distributed FFT) and Ewald next" if system.ionic is not None else "")
-    energies = {
-        "fermi": fermi,
-        "band": integrals.band_energy(system.energies, dos, fermi, kt),
-        "minus_ts": integrals.minus_ts(system.energies, dos, fermi, kt),
-    }
-    if system.ionic is not None:
-        start = time.perf_counter()
-        energies.update(density_terms(density, layout, system.atoms, system.ionic, comm))
-        log.info("Hartree, XC and Ewald in %.2f s", time.perf_counter() - start)
-        energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
-    electrons = comm.allreduce_sum(density.sum()) * dv
-    return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)
+from ..units import BOHR_ANGSTROM
+from .cube import write_cube
+from .output import OutputFile, check_free_space, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
+from .plots import plot_output
+from .xdmf import write_xdmf
 
 
 def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, forces=None, uncertainty=None,
@@ -129,7 +21,8 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
     """Write the run's HDF5 output collectively (see README, "Output"); ``forces`` (n_atoms, 3) eV/Angstrom.
 
     ``uncertainty`` (an ensemble's :class:`~mldft_app.tasks.ensemble_analysis.Uncertainty`) adds the
-    sigma datasets, ``out_of_range`` (dict of ``ensemble_analysis.out_of_range``) the ``ood`` group.
+    sigma datasets, ``out_of_range`` (dict of ``ensemble_analysis.out_of_range``) the ``ood`` group;
+    ``attrs`` become root attributes (the tasks pass ``config_yaml``, the validated input, and their input files).
     """
     compression = None if cfg.output.compression == "none" else cfg.output.compression
     size = result_size_bytes(int(np.prod(layout.shape)), len(system.energies), len(system.atoms), cfg.output)
@@ -156,7 +49,7 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
                             description="grid points outside the training range, per descriptor feature")
         write_structure(out, system.atoms)
         write_decomposition(out, layout)
-        out.set_attrs("/", task=cfg.task, config_yaml=config_mod.to_yaml(cfg), **attrs)
+        out.set_attrs("/", task=cfg.task, **attrs)
         names, seconds, memory = timer.gather(comm)
         out.write_strings("timings/stages", names)
         out.write_array("timings/seconds", seconds, "s", description="[rank, stage] wall time up to the output stage")
