@@ -8,6 +8,7 @@ ends the whole job through MPI_Abort (no hang).
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import sys
 
@@ -19,32 +20,12 @@ EXIT_BAD_INPUT = 2
 
 
 def task_runner(task):
-    """The function running ``task`` (imported lazily: torch/LAMMPS load only when needed)."""
-    if task == "predict":
-        from .tasks.predict import run_predict
+    """The function running ``task`` (config.TASKS; its module is imported here, so torch/LAMMPS load only
+    when needed)."""
+    from .config import TASKS
 
-        return run_predict
-    if task == "train":
-        from .tasks.train import run_train
-
-        return run_train
-    if task == "postprocess":
-        from .tasks.postprocess import run_postprocess
-
-        return run_postprocess
-    if task == "convert":
-        from .tasks.convert import run_convert
-
-        return run_convert
-    if task == "datagen":
-        from .tasks.datagen import run_datagen
-
-        return run_datagen
-    if task == "evaluate":
-        from .tasks.evaluate import run_evaluate
-
-        return run_evaluate
-    raise UserInputError(f"task {task!r} is not implemented")
+    module, function = TASKS[task].runner.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def with_restart(cfg):
@@ -56,10 +37,12 @@ def with_restart(cfg):
 
 def claimed_output(cfg):
     """The file (datagen: directory) a run of ``cfg`` writes, locked against a second run on it."""
-    if cfg.task in ("predict", "postprocess"):
-        return cfg.output.file
-    key = {"convert": "snapshot_file", "train": "model_file", "evaluate": "report_file", "datagen": "output_dir"}[cfg.task]
-    return getattr(cfg, key)
+    from .config import TASKS
+
+    value = cfg
+    for name in TASKS[cfg.task].output.split("."):
+        value = getattr(value, name)
+    return value
 
 
 def read_input(path, restart):

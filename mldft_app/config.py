@@ -15,13 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from .descriptors import BACKENDS
+from .descriptors import AUTO, BACKENDS
 from .descriptors.snap_params import SnapParams
 from .errors import UserInputError
 from .parallel import shorten
 
-TASKS = ("predict", "train", "convert", "postprocess", "datagen", "evaluate")
-DESCRIPTOR_BACKENDS = tuple(BACKENDS)
+DESCRIPTOR_BACKENDS = (AUTO, *BACKENDS)
 
 
 def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maximum=None, above=None, length=None,
@@ -41,6 +40,41 @@ def option(default=MISSING, *, doc, unit=None, choices=None, minimum=None, maxim
 def section(cls, doc):
     """Declare a sub-section (a nested dataclass whose keys all have defaults unless required)."""
     return field(default_factory=cls, metadata=dict(doc=doc, section=True))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its input schema, the function that runs it and the input key naming what it writes."""
+
+    schema: type
+    runner: str
+    """``"module:function"``, called as ``function(cfg, comm)``; imported only when the task runs (by the
+    command line), so torch and LAMMPS load only for the tasks that need them."""
+    output: str
+    """Dotted input key of the file (datagen: directory) a run writes, locked against a second run on it."""
+
+
+TASKS = {}
+"""Task name -> :class:`Task`, in the order of the input reference; one line per task (:func:`task`)."""
+
+
+def task(name, runner, output):
+    """Class decorator: register the decorated input schema as task ``name`` (see :class:`Task`)."""
+
+    def register(schema):
+        TASKS[name] = Task(schema, runner, output)
+        return schema
+
+    return register
+
+
+def task_key():
+    """The ``task`` key every input schema starts with (its choices: the registered tasks)."""
+    return option(doc="what the run does", choices=TASKS)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -65,7 +99,7 @@ class GridConfig:
 def _descriptor_section():
     """The ``descriptors`` section: ``backend``, then every field of :class:`SnapParams` with the default,
     description and constraints declared there (the one declaration of the SNAP parameters)."""
-    backend = option("lammps", doc="descriptor implementation: lammps (reference), torch (CPU/GPU, float64, the same values) or torch_float32 (faster; energies within 0.1 meV/atom)", choices=DESCRIPTOR_BACKENDS)
+    backend = option(AUTO, doc="descriptor implementation: lammps (reference), torch (CPU/GPU, float64, the same values), torch_float32 (faster; energies within 0.1 meV/atom) or auto (torch where the compiled kernel is built or a GPU is visible, else lammps; logged)", choices=DESCRIPTOR_BACKENDS)
     snap = [(f.name, f.type, option(f.default, **f.metadata)) for f in dataclasses.fields(SnapParams)]
 
     def snap_params(self):
@@ -121,9 +155,10 @@ class OutputConfig:
     parallel_io: str = option("auto", doc="several ranks: mpio = one file written collectively; virtual = one file per rank joined by HDF5 virtual datasets; auto = mpio if h5py has MPI", choices=("auto", "mpio", "virtual"))
 
 
+@task("predict", "mldft_app.tasks.predict:run_predict", output="output.file")
 @dataclass(frozen=True)
 class PredictInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     structure: StructureConfig = option(doc="atomic configuration")
     grid: GridConfig = option(doc="real-space grid")
     model: ModelConfig = option(doc="trained network")
@@ -160,9 +195,10 @@ class TrainingConfig:
     bootstrap: bool = option(False, doc="ensemble: train each member on a bootstrap resample (drawn with replacement) of the training snapshots instead of all of them")
 
 
+@task("train", "mldft_app.tasks.train:run_train", output="model_file")
 @dataclass(frozen=True)
 class TrainInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     snapshots: typing.List[str] = option(doc="training snapshot files (HDF5, written by `task: convert`)", path=True, min_items=1)
     model_file: str = option(doc="where the trained model is written", path=True)
     validation_snapshots: typing.List[str] = option([], doc="validation snapshot files; empty = hold out part of each training snapshot", path=True)
@@ -171,9 +207,10 @@ class TrainInput:
     overwrite: bool = option(False, doc="replace an existing model file")
 
 
+@task("convert", "mldft_app.tasks.convert:run_convert", output="snapshot_file")
 @dataclass(frozen=True)
 class ConvertInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     temperature: float = option(doc="electronic temperature of the DFT run", unit="K", above=0.0)
     snapshot_file: str = option(doc="snapshot file to write (HDF5)", path=True)
     ldos_file: typing.Optional[str] = option(None, doc="LDOS on the grid as a numpy archive (keys ldos [nx,ny,nz,n_e] in states/(Ry bohr^3), energies_eV); give this or ldos_cubes", path=True)
@@ -184,9 +221,10 @@ class ConvertInput:
     overwrite: bool = option(False, doc="replace an existing snapshot file")
 
 
+@task("postprocess", "mldft_app.tasks.postprocess:run_postprocess", output="output.file")
 @dataclass(frozen=True)
 class PostprocessInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     snapshot_file: str = option(doc="snapshot whose LDOS is integrated (HDF5, written by `task: convert`)", path=True)
     output: OutputConfig = option(doc="where results go")
     temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = the snapshot's", unit="K", above=0.0)
@@ -249,9 +287,10 @@ class ActiveLearningConfig:
     grid: typing.List[int] = option([12, 12, 12], doc="real-space grid of the ranking predictions (coarse is enough to rank)", length=3, minimum=1)
 
 
+@task("datagen", "mldft_app.tasks.datagen:run_datagen", output="output_dir")
 @dataclass(frozen=True)
 class DatagenInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     output_dir: str = option(doc="directory of the run: snapshots/ (the training files), work/ (MD and QE files per snapshot)", path=True)
     lattice_constant: float = option(doc="conventional lattice constant of the starting crystal", unit="Angstrom", above=0.0)
     supercell: typing.List[int] = option(doc="conventional cells along x, y, z", length=3, minimum=1)
@@ -268,9 +307,10 @@ class DatagenInput:
     active_learning: typing.Optional[ActiveLearningConfig] = option(None, doc="compute DFT only for the MD configurations an ensemble model is least sure about (work/<set>/selection.json records the choice); null = every MD snapshot")
 
 
+@task("evaluate", "mldft_app.tasks.evaluate:run_evaluate", output="report_file")
 @dataclass(frozen=True)
 class EvaluateInput:
-    task: str = option(doc="what the run does", choices=TASKS)
+    task: str = task_key()
     model: ModelConfig = option(doc="trained network")
     report_file: str = option(doc="Markdown report (a .json with the same stem holds the numbers)", path=True)
     snapshots: typing.List[str] = option([], doc="held-out snapshot files (HDF5, written by convert or datagen): ML vs their DFT LDOS", path=True)
@@ -278,7 +318,7 @@ class EvaluateInput:
     reference_grid: typing.Optional[typing.List[int]] = option(None, doc="real-space grid of the predictions of references (e.g. the training snapshots' grid)", length=3, minimum=1)
     plot_file: typing.Optional[str] = option(None, doc="PNG plot (DOS predicted vs DFT, energy parity); null = report_file with .png", path=True)
     descriptors: str = option("snapshot", doc="snapshot: the snapshot's stored descriptors; recompute: compute them from its structure", choices=("snapshot", "recompute"))
-    descriptor_backend: str = option("lammps", doc="backend when descriptors are recomputed", choices=DESCRIPTOR_BACKENDS)
+    descriptor_backend: str = option(AUTO, doc="backend when descriptors are recomputed (as descriptors.backend of predict)", choices=DESCRIPTOR_BACKENDS)
     temperature: typing.Optional[float] = option(None, doc="electronic temperature; null = each snapshot's", unit="K", above=0.0)
     pseudopotentials: typing.Dict[str, str] = option(
         {}, doc="UPF file per element for the total energy; empty = no total energy", path=True
@@ -286,12 +326,6 @@ class EvaluateInput:
     forces: bool = option(False, doc="also compare the model's forces (torch descriptors, autograd; needs pseudopotentials) with each snapshot's reference forces (pw.x's, stored by convert)")
     calibrated_model_file: typing.Optional[str] = option(None, doc="ensembles: fit the calibration factor of the ensemble spread on these data (total-energy errors; else band energy) and write a copy of the model with it here; null = none", path=True)
     overwrite: bool = option(False, doc="replace existing report files")
-
-
-TASK_SCHEMAS = {
-    "predict": PredictInput, "train": TrainInput, "convert": ConvertInput, "postprocess": PostprocessInput,
-    "datagen": DatagenInput, "evaluate": EvaluateInput,
-}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -428,11 +462,9 @@ def parse_config(data, base_dir="."):
     task = data.get("task")
     if task is None:
         raise UserInputError(f"input key 'task' is missing: expected one of {', '.join(TASKS)}")
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise UserInputError(f"input key 'task': expected one of {', '.join(TASKS)}, got {shorten(repr(task))}")
-    if task not in TASK_SCHEMAS:
-        raise UserInputError(f"input key 'task': {task!r} is not implemented yet (available: {', '.join(TASK_SCHEMAS)})")
-    return _build(TASK_SCHEMAS[task], data, "", Path(base_dir))
+    return _build(TASKS[task].schema, data, "", Path(base_dir))
 
 
 MAX_PATH_CHARS = 4096
@@ -576,7 +608,7 @@ def reference_markdown():
         "Generated from `mldft_app/config.py` by `mldft_app --input-reference`; do not edit by hand.",
         "Paths are relative to the input file. Unknown keys are errors.",
     ]
-    for task, cls in TASK_SCHEMAS.items():
-        lines += ["", f"## task: {task}", "", "| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
-        lines += list(_rows(cls, ""))
+    for name, entry in TASKS.items():
+        lines += ["", f"## task: {name}", "", "| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
+        lines += list(_rows(entry.schema, ""))
     return "\n".join(lines) + "\n"

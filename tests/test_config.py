@@ -50,6 +50,20 @@ def test_descriptor_section_is_declared_by_snap_params(tmp_path):
         singular.descriptors.snap_params()
 
 
+def test_task_registry_gives_schema_runner_and_claimed_output(tmp_path):
+    """config.TASKS is the one list of tasks: the command line imports each runner from it and locks the
+    output key it names."""
+    from mldft_app import cli
+
+    assert list(config.TASKS) == ["predict", "train", "convert", "postprocess", "datagen", "evaluate"]
+    for name, entry in config.TASKS.items():
+        assert callable(cli.task_runner(name)) and entry.runner.endswith(f":run_{name}")
+    cfg = config.parse_config(GOOD_PREDICT, tmp_path)
+    assert cli.claimed_output(cfg) == str(tmp_path / "out.h5")
+    with pytest.raises(UserInputError, match="'task': expected one of predict, train"):
+        config.parse_config({**GOOD_PREDICT, "task": ["predict"]}, tmp_path)
+
+
 def with_(path, value):
     data = yaml.safe_load(yaml.safe_dump(GOOD_PREDICT))
     *parents, last = path.split(".")

@@ -1,12 +1,6 @@
 """SNAP grid descriptors: parameters, serial and MPI agreement with LAMMPS's global ``compute sna/grid``,
 and physical checks of the cell handling (periodic images, triclinic cells, rotations). Real LAMMPS."""
 
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -16,10 +10,7 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import BACKENDS, SnapParams, compute_descriptors, register_backend
 from mldft_app.parallel import Comm
 
-SCRIPT = Path(__file__).parent / "mpi_scripts" / "descriptors_vs_global.py"
-_spec = importlib.util.spec_from_file_location("descriptors_vs_global", SCRIPT)
-helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helper)
+import lammps_reference as helper
 
 RTOL = 1e-10
 
@@ -196,28 +187,50 @@ def test_backend_registry():
 # --- real MPI -------------------------------------------------------------------------------------
 
 
-def _mpirun(n_ranks, *args):
-    mpirun = Path(sys.executable).parent / "mpirun"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_", "OMPI_"))}
-    return subprocess.run(
-        [str(mpirun), "-n", str(n_ranks), sys.executable, str(SCRIPT), *args],
-        capture_output=True, text=True, timeout=180, env=env, cwd=str(SCRIPT.parents[2]),
-    )
+def bricks_vs_global(atoms, shape, params, comm, monkeypatch, lammps_dims=None):
+    """(max column-relative error of this rank's brick vs the global sna/grid, rows re-routed on all ranks).
+
+    ``lammps_dims``: a function layout -> process grid handed to LAMMPS without balancing, instead of ours.
+    """
+    import mldft_app.descriptors.lammps_backend as backend
+
+    layout = GridLayout.distribute(shape, comm)
+    moved = []
+    place_rows = backend.place_rows
+
+    def recording_place(*args, **kwargs):
+        result, n_moved = place_rows(*args, **kwargs)
+        moved.append(n_moved)
+        return result, n_moved
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "place_rows", recording_place)
+        if lammps_dims is not None:
+            patch.setattr(backend, "lammps_decomposition", lambda lay: (lammps_dims(lay), None))
+        ours = compute_descriptors(atoms, layout, params, comm)
+    reference = helper.global_reference(atoms, shape, params, comm.mpi)[layout.slices].reshape(layout.n_local, -1)
+    return helper.column_error(ours, reference), int(comm.allreduce_sum(float(moved[0])))
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize(
-    "n_ranks, args",
-    [
-        (2, ["--grid", "15", "12", "10", "--cases", "ortho,tri,mismatch"]),
-        (3, ["--grid", "10", "9", "8", "--cases", "ortho,tri,mismatch"]),
-        # block split 3,3,2,2 of 10 points vs LAMMPS's uniform 3,2,3,2: balance needed, or routing
-        (4, ["--grid", "10", "3", "3", "--cases", "ortho,uniform,mismatch"]),
-        (4, ["--grid", "7", "6", "2", "--cases", "ortho,tri,mismatch"]),  # 2x2x1 process grid
-    ],
-)
-def test_mpi_bricks_match_global_sna_grid(n_ranks, args):
-    result = _mpirun(n_ranks, *args, "--expect-local")
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "ALL OK" in result.stdout
-    assert result.stdout.count("-> ok") == n_ranks * len(args[-1].split(","))
+@pytest.mark.parametrize("shape, cases", [
+    pytest.param((15, 12, 10), ("ortho", "tri", "mismatch"), marks=pytest.mark.mpi(ranks=2), id="2ranks"),
+    pytest.param((10, 9, 8), ("ortho", "tri", "mismatch"), marks=pytest.mark.mpi(ranks=3), id="3ranks"),
+    # block split 3,3,2,2 of 10 points vs LAMMPS's uniform 3,2,3,2: balance needed, or routing
+    pytest.param((10, 3, 3), ("ortho", "uniform", "mismatch"), marks=pytest.mark.mpi(ranks=4), id="4ranks-uniform"),
+    pytest.param((7, 6, 2), ("ortho", "tri", "mismatch"), marks=pytest.mark.mpi(ranks=4), id="4ranks-2x2x1"),  # 2x2x1 process grid
+])
+def test_mpi_bricks_match_global_sna_grid(shape, cases, monkeypatch):
+    """Each rank's brick equals its slice of LAMMPS's global sna/grid (twojmax 6, 1e-10 of each column's
+    largest value). ortho, tri: LAMMPS's split is ours, no row moves. uniform: LAMMPS keeps its uniform
+    split (no balance). mismatch: LAMMPS gets the transposed process grid, so rows must move and do."""
+    comm = Comm.world()
+    params = SnapParams(twojmax=6)
+    for case in cases:
+        atoms = helper.disordered_al(cell=helper.triclinic_cell() if case == "tri" else None)
+        dims = {"uniform": lambda lay: tuple(lay.dims), "mismatch": lambda lay: tuple(reversed(lay.dims))}.get(case)
+        error, n_moved = bricks_vs_global(atoms, shape, params, comm, monkeypatch, dims)
+        assert error <= RTOL, (case, error)
+        if case in ("ortho", "tri"):
+            assert n_moved == 0, (case, n_moved)
+        if case == "mismatch":
+            assert n_moved > 0, case
