@@ -35,8 +35,8 @@ def main():
     layouts = {"automatic": process_grid(shape, comm.size), "z split": (1,) * 2 + (comm.size,)}
     ffts, fields, times = {}, {}, {name: [] for name in layouts}
     for name, dims in layouts.items():
-        layout = GridLayout(shape, comm.size, comm.rank, tuple(dims))
-        ffts[name] = DistributedFFT(layout, np.eye(3) * 10.0, comm)
+        layout = GridLayout.distribute(shape, comm, tuple(dims))
+        ffts[name] = DistributedFFT(layout, np.eye(3) * 10.0)
         fields[name] = field(shape, layout)
     for _ in range(args.repeats):
         for name in layouts:

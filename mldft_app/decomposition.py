@@ -1,14 +1,18 @@
-"""The brick map: which part of the global (nx, ny, nz) grid each MPI rank owns.
+"""The brick map: which part of the global (nx, ny, nz) grid each MPI rank owns, and over which communicator.
 
-Every stage (descriptors, model input, LDOS, density, HDF5 output) asks one :class:`GridLayout` for
-"my brick" and never recomputes it. Pure index arithmetic on (grid shape, number of ranks): no MPI.
-Ranks are laid out on a (px, py, pz) process grid in row-major order (z fastest); along each axis
-points are split into contiguous blocks whose sizes differ by at most one.
+Every stage (descriptors, model input, LDOS, density, FFT, checkpoint, HDF5 output) takes one
+:class:`GridLayout`: it answers "my brick", the parts of boxes (slabs) in it, and carries the
+:class:`~mldft_app.parallel.Comm` the bricks are distributed over, so stages take the layout and not a
+(layout, comm) pair. The geometry is pure index arithmetic on (grid shape, number of ranks). Ranks are
+laid out on a (px, py, pz) process grid in row-major order (z fastest); along each axis points are split
+into contiguous blocks whose sizes differ by at most one.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .parallel import Comm
 
 
 def block_split(n, parts, index):
@@ -60,17 +64,49 @@ class GridLayout:
     nprocs, rank : int
     dims : tuple of 3 int
         Process grid (px, py, pz).
+    communicator : parallel.Comm or None
+        The communicator of the ``nprocs`` ranks (its size and rank are ``nprocs`` and ``rank``), used by
+        the stages' collectives through :attr:`comm`. A serial ``Comm()`` for a one-rank layout; None for
+        a layout made for its geometry only (:meth:`create` with several ranks, e.g. to look at another
+        rank's brick).
     """
 
     shape: tuple
     nprocs: int
     rank: int
     dims: tuple
+    communicator: Comm = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        comm = self.communicator
+        if comm is None and self.nprocs == 1:
+            object.__setattr__(self, "communicator", Comm())
+        if comm is not None and (comm.size, comm.rank) != (self.nprocs, self.rank):
+            raise ValueError(f"grid layout is for rank {self.rank} of {self.nprocs}, but the communicator is rank "
+                             f"{comm.rank} of {comm.size}")
+
+    @property
+    def comm(self):
+        """The :class:`~mldft_app.parallel.Comm` the bricks are distributed over (every stage's collectives)."""
+        if self.communicator is None:
+            raise ValueError(f"this grid layout (rank {self.rank} of {self.nprocs}) was made for its geometry only and "
+                             "has no communicator: make it with GridLayout.distribute(shape, comm)")
+        return self.communicator
 
     @classmethod
     def create(cls, shape, nprocs, rank):
+        """The layout of ``shape`` over ``nprocs`` ranks seen from ``rank``, for its geometry (no communicator
+        unless ``nprocs`` is 1)."""
         shape = tuple(int(n) for n in shape)
         return cls(shape, nprocs, rank, process_grid(shape, nprocs))
+
+    @classmethod
+    def distribute(cls, shape, comm, dims=None):
+        """The layout of ``shape`` over the ranks of ``comm`` (a :class:`~mldft_app.parallel.Comm`), seen from
+        this rank; process grid ``dims`` (px, py, pz), or :func:`process_grid`'s choice."""
+        shape = tuple(int(n) for n in shape)
+        dims = process_grid(shape, comm.size) if dims is None else tuple(int(d) for d in dims)
+        return cls(shape, comm.size, comm.rank, dims, comm)
 
     def proc_coords(self, rank):
         """(cx, cy, cz) of ``rank`` on the process grid (row-major, z fastest)."""

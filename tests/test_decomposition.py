@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mldft_app.decomposition import GridLayout, block_split, plane_chunks, process_grid, voxel_volume
+from mldft_app.parallel import Comm
 
 
 @pytest.mark.parametrize("n,parts", [(10, 3), (45, 2), (7, 7), (200, 6)])
@@ -76,6 +77,16 @@ def test_brick_parts_of_plane_chunks_tile_each_chunk(axis):
             assert np.all(seen[rel] == -1)
             seen[rel] = values.reshape(count)
         assert np.array_equal(seen, box)
+
+
+def test_layout_carries_its_communicator():
+    serial = GridLayout.create((4, 5, 6), 1, 0)
+    assert serial.comm.size == 1 and GridLayout.distribute((4, 5, 6), Comm()) == serial
+    with pytest.raises(ValueError, match="geometry only"):  # another rank's view, for its geometry
+        GridLayout.create((4, 5, 6), 2, 1).comm
+    assert GridLayout.distribute((4, 5, 6), Comm(), dims=(1, 1, 1)).dims == (1, 1, 1)
+    with pytest.raises(ValueError, match="rank 0 of 2, but the communicator is rank 0 of 1"):
+        GridLayout((4, 4, 4), 2, 0, (2, 1, 1), Comm())
 
 
 def test_voxel_volume():

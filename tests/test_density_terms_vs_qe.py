@@ -20,7 +20,6 @@ from mldft_app.energy.upf import read_upf
 from mldft_app.energy.xc import functional_from_qe, xc
 from mldft_app.io.cube import read_cube
 from mldft_app.io.qe import read_pw_output
-from mldft_app.parallel import Comm
 from mldft_app.units import BOHR_ANGSTROM, RYDBERG_EV
 
 from qe_cases import PSEUDO_DIR, fcc_al_conventional, require_qe, run_qe, pw_input
@@ -51,7 +50,7 @@ def test_hartree_and_xc_of_the_qe_density(tmp_path, case):
     density = values.ravel() / BOHR_ANGSTROM**3  # electrons/bohr^3 -> electrons/Angstrom^3
     atoms = Atoms(species[0] * len(positions), positions=positions, cell=cell, pbc=True)
     layout = GridLayout.create(values.shape, 1, 0)
-    fft = DistributedFFT(layout, cell, Comm())
+    fft = DistributedFFT(layout, cell)
     volume = abs(np.linalg.det(cell))
     assert density.sum() * volume / density.size == pytest.approx(pseudo.z_valence * len(positions), rel=1e-4)
 

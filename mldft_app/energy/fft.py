@@ -36,11 +36,10 @@ class DistributedFFT:
     Parameters
     ----------
     layout : mldft_app.decomposition.GridLayout
-        Brick decomposition of the real-space grid (its ``nprocs`` must equal ``comm.size``).
+        Brick decomposition of the real-space grid and the communicator it is distributed over
+        (``layout.comm``). Every method is collective.
     cell : array_like, shape (3, 3)
         Lattice vectors as rows, Angstrom (any cell, orthogonal or triclinic).
-    comm : mldft_app.parallel.Comm
-        The communicator the bricks are distributed over. Every method is collective.
     backend : {"numpy", "mpi4py-fft"} or None
         None: numpy on one rank, mpi4py-fft on more.
     planner_effort : str
@@ -67,9 +66,8 @@ class DistributedFFT:
         2 for coefficients standing for themselves and their complex conjugate, else 1.
     """
 
-    def __init__(self, layout, cell, comm, backend=None, planner_effort="FFTW_MEASURE"):
-        if layout.nprocs != comm.size:
-            raise ValueError(f"layout is for {layout.nprocs} ranks but the communicator has {comm.size}")
+    def __init__(self, layout, cell, backend=None, planner_effort="FFTW_MEASURE"):
+        comm = layout.comm
         self.layout = layout
         self.comm = comm
         self.shape = tuple(int(n) for n in layout.shape)
@@ -91,7 +89,7 @@ class DistributedFFT:
         else:
             raise ValueError(f"unknown FFT backend {backend!r}; use 'numpy' or 'mpi4py-fft'")
         self.backend = backend
-        self._exchange = _BrickExchange(layout, self._engine.real_box, comm)
+        self._exchange = _BrickExchange(layout, self._engine.real_box)
         self.spectral_start = tuple(s.start for s in self._engine.spectral_slices)
         self.spectral_shape = tuple(s.stop - s.start for s in self._engine.spectral_slices)
         self._setup_reciprocal()
@@ -215,8 +213,8 @@ class _BrickExchange:
     ``real_box`` is this rank's (start, count) box of the global grid in the FFT input layout.
     """
 
-    def __init__(self, layout, real_box, comm):
-        self.comm = comm
+    def __init__(self, layout, real_box):
+        self.comm = comm = layout.comm
         boxes = comm.allgather(tuple(tuple(int(v) for v in part) for part in real_box))
         bricks = [layout.brick(r) for r in range(layout.nprocs)]
         self.identity = all(tuple(map(tuple, b)) == tuple(map(tuple, box)) for b, box in zip(bricks, boxes))

@@ -108,9 +108,9 @@ def ldos_energy_gradient(ldos_local, system, layout, comm):
     cell = np.asarray(system.atoms.cell[:], dtype=np.float64)
     dv = voxel_volume(cell, layout.shape)
     results = analyse_ldos(ldos, dataclasses.replace(system, ionic=None), layout, comm)
-    fft = DistributedFFT(layout, cell, comm)
+    fft = DistributedFFT(layout, cell)
     try:
-        terms, potentials = density_terms(results.density, layout, system.atoms, system.ionic, comm, fft=fft,
+        terms, potentials = density_terms(results.density, layout, system.atoms, system.ionic, fft=fft,
                                           return_potentials=True)
         kernel = xc_response(results.density, fft, system.ionic.functional)
     finally:
@@ -228,7 +228,7 @@ def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_e
 
     comm = Comm() if comm is None else comm
     params = SnapParams.from_dict(model.descriptor_params) if snap_params is None else snap_params
-    layout = GridLayout.create(grid_shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(grid_shape, comm)
     system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=np.float64),
                               temperature=float(temperature), n_electrons=float(n_electrons), ionic=ionic)
     device = torch.device(device)

@@ -44,10 +44,10 @@ class DensityPotentials(NamedTuple):
     xc: np.ndarray
 
 
-def density_terms(density_local, layout, atoms, ionic, comm, fft=None, return_potentials=False):
+def density_terms(density_local, layout, atoms, ionic, fft=None, return_potentials=False):
     """Hartree, XC, Ewald and double-counting terms (eV) of the density on this rank's brick.
 
-    Collective. ``density_local``: (n_local,) valence electrons/Angstrom^3. XC is evaluated on the
+    Collective over ``layout.comm``. ``density_local``: (n_local,) valence electrons/Angstrom^3. XC is evaluated on the
     valence plus the pseudo-core charge (nonlinear core correction), the double counting on the
     valence density, as in QE. Returns a dict with keys hartree, xc, ewald,
     double_counting (= -∫ n (v_H + v_xc) dr). ``fft``: a DistributedFFT for
@@ -58,7 +58,7 @@ def density_terms(density_local, layout, atoms, ionic, comm, fft=None, return_po
     voxel = abs(np.linalg.det(cell)) / np.prod(layout.shape)
     own_fft = fft is None
     if own_fft:
-        fft = DistributedFFT(layout, cell, comm)
+        fft = DistributedFFT(layout, cell)
     try:
         e_hartree, v_hartree = hartree(density_local, fft)
         core = core_density(fft, atoms, ionic.pseudopotentials)
@@ -66,7 +66,7 @@ def density_terms(density_local, layout, atoms, ionic, comm, fft=None, return_po
     finally:
         if own_fft:
             fft.close()
-    double_counting = -comm.allreduce_sum(np.dot(density_local, v_hartree + v_xc)) * voxel
+    double_counting = -layout.comm.allreduce_sum(np.dot(density_local, v_hartree + v_xc)) * voxel
     terms = {
         "hartree": e_hartree,
         "xc": e_xc,

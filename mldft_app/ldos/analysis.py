@@ -56,7 +56,7 @@ def analyse_ldos(ldos_local, system, layout, comm):
     }
     if system.ionic is not None:
         start = time.perf_counter()
-        energies.update(density_terms(density, layout, system.atoms, system.ionic, comm))
+        energies.update(density_terms(density, layout, system.atoms, system.ionic))
         log.info("Hartree, XC and Ewald in %.2f s", time.perf_counter() - start)
         energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
     electrons = comm.allreduce_sum(density.sum()) * dv

@@ -218,7 +218,7 @@ def run_convert(cfg, comm):
     with timer.stage("setup"):
         atoms, n_electrons, source, reference, reference_forces, description = checked_on_root(comm, preflight, cfg)
         params = cfg.descriptors.snap_params()
-        layout = GridLayout.create(source.grid_shape, comm.size, comm.rank)
+        layout = GridLayout.distribute(source.grid_shape, comm)
     with timer.stage("descriptors"):
         local = compute_descriptors(atoms, layout, params, comm, backend=cfg.descriptors.backend)
     with timer.stage("write snapshot"):

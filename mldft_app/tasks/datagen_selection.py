@@ -56,7 +56,7 @@ def candidate_spread(structures, model, grid_shape, pseudopotentials, temperatur
     -------
     mean, sigma : ndarray (n_structures,), eV/atom
     """
-    layout = GridLayout.create(tuple(grid_shape), comm.size, comm.rank)
+    layout = GridLayout.distribute(tuple(grid_shape), comm)
     params = SnapParams.from_dict(model.descriptor_params)
     means, sigmas = [], []
     for atoms in structures:

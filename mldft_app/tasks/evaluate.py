@@ -203,7 +203,7 @@ def run_evaluate(cfg, comm):
     results = []
     for path in cfg.snapshots:
         system, grid_shape, reference, reference_forces = checked_on_root(comm, snapshot_setup, cfg, path, model)
-        layout = GridLayout.create(grid_shape, comm.size, comm.rank)
+        layout = GridLayout.distribute(grid_shape, comm)
         with timer.stage("read snapshots"):
             with open_snapshot(path) as snap:
                 ldos_dft = snap.read_ldos(layout.slices).reshape(layout.n_local, -1)

@@ -120,7 +120,7 @@ def predict_reference_members(reference, model, grid_shape, backend, batch_size,
         result = member_energies_and_forces(system.atoms, model, grid_shape, system.ionic, system.temperature,
                                             system.n_electrons, comm, device=device)
         return np.array([e["total"] for e in result.energies]), result.forces
-    layout = GridLayout.create(grid_shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(grid_shape, comm)
     params = SnapParams.from_dict(model.descriptor_params)
     descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=backend)
     energies = []

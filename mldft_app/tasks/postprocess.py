@@ -53,7 +53,7 @@ def run_postprocess(cfg, comm):
     timer = StageTimer()
     with timer.stage("setup"):
         system, grid_shape = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
-        layout = GridLayout.create(grid_shape, comm.size, comm.rank)
+        layout = GridLayout.distribute(grid_shape, comm)
     with timer.stage("read LDOS"):
         with open_snapshot(cfg.snapshot_file) as snap:
             ldos = snap.read_ldos(layout.slices).reshape(layout.n_local, -1)

@@ -282,7 +282,7 @@ def run_predict(cfg, comm):
         setup = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
         system = setup.system
         model = load_model(cfg.model.file)
-        layout = GridLayout.create(cfg.grid.shape, comm.size, comm.rank)
+        layout = GridLayout.distribute(cfg.grid.shape, comm)
         device = select_device(cfg.model.device, comm)
         ckpt = open_checkpoint(cfg, setup, backend, comm)
         if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)

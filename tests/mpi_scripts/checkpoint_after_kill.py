@@ -19,7 +19,7 @@ from checkpoint_roundtrip import inputs, known  # noqa: E402
 def main():
     path, shape = sys.argv[1], tuple(int(a) for a in sys.argv[2:5])
     comm = Comm.world()
-    layout = GridLayout.create(shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(shape, comm)
     ckpt = open_for_restart(path, comm, *inputs(shape))
     assert ckpt is not None
     assert not ckpt.has_stage("bad") and ckpt.read_stage("bad", layout) is None

@@ -28,7 +28,7 @@ def die(comm):
 def main():
     path, shape, when = sys.argv[1], tuple(int(a) for a in sys.argv[2:5]), sys.argv[5]
     comm = Comm.world()
-    layout = GridLayout.create(shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(shape, comm)
     fingerprint, items = inputs(shape)
     ckpt = checkpoint.Checkpoint(path, comm, fingerprint, items)
     ckpt.write_stage("good", known(layout, 3), layout)

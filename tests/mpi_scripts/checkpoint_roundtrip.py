@@ -33,7 +33,7 @@ def main():
     mode, path = sys.argv[1], sys.argv[2]
     shape = tuple(int(a) for a in sys.argv[3:6])
     comm = Comm.world()
-    layout = GridLayout.create(shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(shape, comm)
     fingerprint, items = inputs(shape)
     chunks = plane_chunks(shape, 3)
     if mode == "write":

@@ -23,7 +23,7 @@ def main():
     mode = sys.argv[5] if len(sys.argv) > 5 else "auto"
     compression = sys.argv[6] if len(sys.argv) > 6 else None
     comm = Comm.world()
-    layout = GridLayout.create(shape, comm.size, comm.rank)
+    layout = GridLayout.distribute(shape, comm)
     local = known_field(layout.local_indices(), shape)
     with OutputFile(path, comm, mode=mode, compression=compression) as out:
         out.write_field("field", local, layout, "1")

@@ -26,7 +26,7 @@ def root_check_error(comm):
 
 
 def write_error(comm, directory):
-    layout = GridLayout.create((32, 32, 32), comm.size, comm.rank)
+    layout = GridLayout.distribute((32, 32, 32), comm)
     values = np.random.default_rng(comm.rank).random((layout.n_local, 64))  # 16 MiB of float64 in all
     with OutputFile(Path(directory) / "out.h5", comm, mode="mpio") as out:
         out.write_field("big", values, layout, "1")
@@ -36,7 +36,7 @@ def write_error(comm, directory):
 def checkpoint_write_error(comm, directory):
     from mldft_app.io.checkpoint import Checkpoint
 
-    layout = GridLayout.create((32, 32, 32), comm.size, comm.rank)
+    layout = GridLayout.distribute((32, 32, 32), comm)
     ckpt = Checkpoint(Path(directory) / "out.h5.ckpt", comm, "fingerprint")
     ckpt.write_stage("descriptors", np.random.default_rng(comm.rank).random((layout.n_local, 64)), layout)
     print(f"rank {comm.rank}: the write completed", flush=True)
