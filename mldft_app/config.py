@@ -17,6 +17,7 @@ import yaml
 
 from .descriptors import AUTO, BACKENDS
 from .descriptors.snap_params import SnapParams
+from .device import REQUESTS as DEVICE_REQUESTS
 from .errors import UserInputError
 from .parallel import shorten
 
@@ -119,7 +120,7 @@ DescriptorConfig = _descriptor_section()
 @dataclass(frozen=True)
 class ModelConfig:
     file: str = option(doc="trained model file written by `task: train`", path=True)
-    device: str = option("auto", doc="inference device: auto = this rank's GPU if visible else CPU", choices=("auto", "cpu", "cuda"))
+    device: str = option("auto", doc="inference device: auto = this rank's GPU if visible else CPU", choices=DEVICE_REQUESTS)
     batch_size: int = option(16384, doc="grid points per inference batch (bounds memory)", minimum=1)
     ood_warning_fraction: float = option(0.01, doc="warn when more than this fraction of the grid points have descriptors outside the training set's range (stored in model files since format 2)", minimum=0.0, maximum=1.0)
 
@@ -182,7 +183,7 @@ class TrainingConfig:
     validation_fraction: float = option(0.1, doc="without validation snapshots: fraction of z-planes of each training snapshot held out", minimum=0.0, maximum=0.9)
     seed: int = option(0, doc="random seed (initialisation and shuffling)")
     min_delta: float = option(0.0, doc="early stopping: decrease of the scaled validation MSE that counts as an improvement", minimum=0.0)
-    device: str = option("auto", doc="training device: auto = this rank's GPU if visible else CPU (ranks train data-parallel over torch.distributed: nccl on GPUs, gloo on CPUs)", choices=("auto", "cpu", "cuda"))
+    device: str = option("auto", doc="training device: auto = this rank's GPU if visible else CPU (ranks train data-parallel over torch.distributed: nccl on GPUs, gloo on CPUs)", choices=DEVICE_REQUESTS)
     data_loading: str = option("auto", doc="memory = every rank holds all training points; lazy = read them from the snapshots in shuffle buffers; auto = memory if they fit in memory_budget", choices=("auto", "memory", "lazy"))
     memory_budget: float = option(4096.0, doc="with data_loading auto: memory per rank the scaled float32 points may take", unit="MiB", minimum=0.0)
     shuffle_buffer_blocks: int = option(32, doc="lazy loading: spatial blocks (HDF5 chunks, <= block_points points each) whose points are shuffled together", minimum=1)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mldft_app.model.inference import predict_ldos, select_device
+from mldft_app.device import select_device
+from mldft_app.model.inference import predict_ldos
 from mldft_app.model.network import ACTIVATIONS, LdosNetwork
 from mldft_app.model.scaling import InputScaler, OutputScaler
 from mldft_app.model.store import TrainedModel, load_model, save_model

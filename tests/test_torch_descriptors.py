@@ -219,7 +219,7 @@ def test_native_argument_is_checked():
     with pytest.raises(ValueError, match="native"):
         compute_torch(atoms, layout, SnapParams(twojmax=2), Comm(), native="yes")
     with pytest.raises(ValueError, match="CPU only"):
-        BrickDescriptors(atoms, layout, SnapParams(twojmax=2), device="meta", native=True)
+        BrickDescriptors(atoms, layout, SnapParams(twojmax=2), device=torch.device("meta"), native=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

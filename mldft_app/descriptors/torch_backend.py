@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..device import select_device
 from . import sna_cpu
 from .torch_neighbors import CellList, periodic_images
 from .torch_sna import SnaKernel
@@ -32,13 +33,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CHUNK_BYTES = 256 * 2**20
 """Memory budget (bytes) for the intermediates of one chunk of grid points."""
-
-
-def resolve_device(device="auto"):
-    """``"auto"`` -> CUDA if available else CPU; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def grid_positions(cell, shape, indices):
@@ -85,7 +79,8 @@ def compute_torch(
     Parameters
     ----------
     device : str or torch.device
-        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        ``"auto"`` (this rank's GPU if any is visible, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``
+        (:func:`mldft_app.device.select_device`).
     dtype : torch.float64 or torch.float32
         Working precision; the result is always returned as float64 NumPy.
     max_chunk_bytes : int
@@ -128,6 +123,7 @@ class RowDescriptors:
 
     def __init__(self, atoms, layout, params, comm, device="auto", dtype=torch.float64,
                  max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None, native="auto"):
+        device = select_device(device, comm)
         self.grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
         self.n_components = params.n_components
         threads = torch.get_num_threads() if self.grid.kernel == "compiled" and comm.size == 1 else 1
@@ -175,7 +171,8 @@ class BrickDescriptors:
     """SNAP descriptors of this rank's brick, chunk by chunk, optionally differentiable in the positions.
 
     Builds once what every chunk shares (periodic images, cell list, kernel, grid points); no
-    communication. Arguments as :func:`compute_torch`.
+    communication. Arguments as :func:`compute_torch`; a device request that is not a ``torch.device`` is
+    resolved as for node-local rank 0, so give the rank's device (``select_device(request, comm)``).
 
     Attributes
     ----------
@@ -203,7 +200,7 @@ class BrickDescriptors:
             raise ValueError(f"cell {cell.tolist()} (Angstrom) is degenerate; the descriptors need a periodic cell")
         if native not in ("auto", True, False):
             raise ValueError(f"native must be 'auto', True or False, got {native!r}")
-        self.device = resolve_device(device)
+        self.device = select_device(device)
         self.n_local = layout.n_local
         self.n_atoms = len(atoms)
         self.chunk_points = self.forward_chunk_points = 1
@@ -285,4 +282,4 @@ def make_torch_backend(
     return backend
 
 
-__all__ = ["BrickDescriptors", "RowDescriptors", "compute_torch", "grid_positions", "make_torch_backend", "resolve_device"]
+__all__ = ["BrickDescriptors", "RowDescriptors", "compute_torch", "grid_positions", "make_torch_backend"]

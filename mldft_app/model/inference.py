@@ -1,43 +1,9 @@
-"""Batched LDOS prediction on this rank's grid points, and the choice of device."""
+"""Batched LDOS prediction on this rank's grid points (the device: :func:`mldft_app.device.select_device`)."""
 
 import numpy as np
 import torch
 
 from ..errors import UserInputError
-from ..parallel import node_local_rank
-
-
-def select_device(requested, comm):
-    """The torch device for this rank.
-
-    Parameters
-    ----------
-    requested : str
-        "auto" (a GPU when CUDA is visible, else the CPU), "cpu", "cuda" (a GPU, an error without
-        one) or "cuda:N" (that GPU). With "auto" and "cuda", ranks on a node share the visible GPUs
-        round-robin: GPU ``node_local_rank % device_count``.
-    comm : Comm
-        Used to find this rank's index on its node.
-    """
-    requested = str(requested).strip().lower()
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested not in ("auto", "cuda") and not requested.startswith("cuda:"):
-        raise UserInputError(f"unknown device {requested!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n_gpus == 0:
-        if requested == "auto":
-            return torch.device("cpu")
-        raise UserInputError(
-            f"device {requested!r} requested but no CUDA device is visible "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use 'auto' or 'cpu'"
-        )
-    if requested.startswith("cuda:"):
-        index = requested.split(":", 1)[1]
-        if not index.isdigit() or int(index) >= n_gpus:
-            raise UserInputError(f"device {requested!r} requested but only {n_gpus} CUDA device(s) are visible")
-        return torch.device(requested)
-    return torch.device("cuda", node_local_rank(comm) % n_gpus)
 
 
 def network_inputs(model, descriptors):

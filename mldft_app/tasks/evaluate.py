@@ -30,12 +30,13 @@ from ase import Atoms
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
+from ..device import select_device
 from ..energy.forces import member_energies_and_forces
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
 from ..ldos.analysis import analyse_ldos
 from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
-from ..model.inference import predict_ldos, select_device
+from ..model.inference import predict_ldos
 from ..model.store import load_model, save_model
 from ..model.uncertainty import ensemble_mean_std
 from ..errors import UserInputError
@@ -199,7 +200,7 @@ def run_evaluate(cfg, comm):
     with timer.stage("setup"):
         references = checked_on_root(comm, preflight, cfg)
         model = load_model(cfg.model.file)
-        device = select_device(cfg.model.device, comm)
+        device = select_device(cfg.model.device, comm, "model.device")
     results = []
     for path in cfg.snapshots:
         system, grid_shape, reference, reference_forces = checked_on_root(comm, snapshot_setup, cfg, path, model)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .. import config as config_mod
 from ..decomposition import GridLayout, plane_chunks, process_grid
 from ..descriptors import STREAMING_BACKENDS, SnapParams, compute_descriptors, row_source
+from ..device import select_device
 from ..io.checkpoint import Checkpoint, file_sha256, fingerprint_items, input_fingerprint
 from ..io.output import partial_path
 from ..energy.forces import member_energies_and_forces
@@ -22,7 +23,7 @@ from ..ldos.analysis import analyse_ldos
 from ..ldos.checks import check_temperature, check_valence
 from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
 from ..model.domain import check_model_domain
-from ..model.inference import network_inputs, predict_ldos, select_device
+from ..model.inference import network_inputs, predict_ldos
 from ..model.store import load_model
 from ..model.uncertainty import ensemble_mean_std, out_of_range_counts
 from ..errors import UserInputError
@@ -283,7 +284,7 @@ def run_predict(cfg, comm):
         system = setup.system
         model = load_model(cfg.model.file)
         layout = GridLayout.distribute(cfg.grid.shape, comm)
-        device = select_device(cfg.model.device, comm)
+        device = select_device(cfg.model.device, comm, "model.device")
         ckpt = open_checkpoint(cfg, setup, backend, comm)
         if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)
             partial_path(cfg.output.file).touch()

@@ -9,24 +9,13 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
+from ..device import select_device
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
 from ..model.training import member_checkpoint, train_model
-from ..errors import CollectiveInputError
-from ..parallel import checked_on_root, node_local_rank
+from ..parallel import checked_on_root
 
 log = logging.getLogger(__name__)
-
-
-def training_device(choice, comm):
-    """torch.device for this rank: ``auto`` = this rank's GPU (node-local rank modulo GPUs) if any, else CPU."""
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise CollectiveInputError("training.device is cuda, but no CUDA device is visible")
-    return torch.device("cuda", node_local_rank(comm) % torch.cuda.device_count())
 
 
 def checkpoint_path(cfg):
@@ -47,12 +36,13 @@ def check_files(cfg):
         outputs[f"training.checkpoint_file{f' of member {k}' if size > 1 else ''}"] = member_checkpoint(checkpoint_path(cfg), k, size)
     check_inputs_are_not_outputs(inputs, outputs)
     check_output_path(cfg.model_file, cfg.overwrite, "model_file")
+    select_device(cfg.training.device, None, "training.device")  # a missing GPU: one message, status 2
 
 
 def run_train(cfg, comm):
     """Train the model described by a validated TrainInput on all ranks; rank 0 writes it."""
     checked_on_root(comm, check_files, cfg)
-    device = training_device(cfg.training.device, comm)
+    device = select_device(cfg.training.device, comm, "training.device")
     checkpoint = checkpoint_path(cfg)
     t = cfg.training
     model = train_model(
