@@ -1,28 +1,44 @@
 """Shared test helpers: paths to the repo, the shipped reference data and the venv's MPI launcher."""
 
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from mpi_ranks import MPIRUN, REPO, mpi_environment
 from mpi_ranks import mpi_tmp_path, pytest_collection_modifyitems, pytest_configure  # noqa: F401 (the mpi(ranks=N) plugin)
 
-REPO = Path(__file__).resolve().parents[1]
 AL32_DIR = REPO / "tests" / "data" / "al32_933"  # the QE reference snapshot shipped with the tests
 AL32_FILES = ("scf.in", "scf.out", "pp.in", "scf_k4.in", "scf_k4.out", "cube_samples")
-MPIRUN = Path(sys.executable).parent / "mpirun"
+HANG_GUARD_S = 30.0
+"""A job that must end (an error on one rank, a refused input) ends well within this; not a speed test."""
+RANK_STATUS = '"$0" "$@"; rc=$?; echo "[rank ${PMI_RANK:-?} exit $rc]" >&2; exit $rc'
+"""bash wrapper: each rank runs the command as a child, with the rank's PMI environment, and reports its exit status."""
 
 
 def run_mpi(n_ranks, args, timeout=300, cwd=None, check=True):
     """Run ``mpirun -n n_ranks <args>`` with the venv's MPICH; return the CompletedProcess."""
     cmd = [str(MPIRUN), "-n", str(n_ranks), *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=mpi_environment())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def mpirun_job(args, n_ranks=2, timeout=3 * HANG_GUARD_S):
+    """(CompletedProcess, seconds) of ``mpirun -n n_ranks <args>``, each rank's exit status on stderr
+    (:func:`rank_statuses`). The timeout is a last resort far above the hang guard, so that a hang shows
+    up as a failed assertion on the seconds, not a stuck suite."""
+    start = time.monotonic()
+    proc = run_mpi(n_ranks, ["bash", "-c", RANK_STATUS, *args], timeout=timeout, check=False)
+    return proc, time.monotonic() - start
+
+
+def rank_statuses(proc):
+    """Sorted "[rank r exit s]" lines of an :func:`mpirun_job`."""
+    return sorted(line for line in proc.stderr.splitlines() if line.startswith("[rank "))
 
 
 def python_mpi(n_ranks, script, *script_args, **kwargs):

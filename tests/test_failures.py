@@ -5,8 +5,6 @@ every rank must exit with a non-zero status well within a hang guard of 30 s (no
 A failure on only one rank in the middle of a run must abort the whole job, naming that rank.
 """
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MPIRUN, REPO
+from conftest import HANG_GUARD_S, REPO, mpirun_job, rank_statuses
+from mldft_app.errors import UserInputError
+from mldft_app.parallel import Comm, run_or_abort
+from mpi_ranks import rank_program
 
 MODEL = REPO / "inputs" / "models" / "al_933K.pt"
 STRUCTURE = REPO / "inputs" / "structures" / "al32_933K_md_seed4711.extxyz"
 APP = Path(sys.executable).parent / "mldft_app"
-HANG_GUARD_S = 30.0
-# Each rank reports its own exit status (bash runs the app as a child, with the rank's PMI environment).
-RANK_WRAPPER = '"$0" "$@"; rc=$?; echo "[rank ${PMI_RANK:-?} exit $rc]" >&2; exit $rc'
 
 
 def base_input(tmp_path):
@@ -139,26 +137,15 @@ def make_input(tmp_path, edits):
     return path
 
 
-def timed_mpirun(args, n_ranks=2):
-    """Run under the venv's mpirun; return (CompletedProcess, seconds). The subprocess timeout is a
-    last resort far above the hang guard, so a hang shows up as a failed assertion, not a stuck suite."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    start = time.monotonic()
-    proc = subprocess.run([str(MPIRUN), "-n", str(n_ranks), *map(str, args)], capture_output=True, text=True,
-                          timeout=3 * HANG_GUARD_S, env=env)
-    return proc, time.monotonic() - start
-
-
 @pytest.mark.mpi
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_reported_once_and_every_rank_exits_nonzero(tmp_path, case):
     edits, fragment = CASES[case]
     input_path = make_input(tmp_path, edits)
-    proc, seconds = timed_mpirun(["bash", "-c", RANK_WRAPPER, APP, input_path])
+    proc, seconds = mpirun_job([APP, input_path])
     assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
     assert proc.returncode != 0
-    statuses = sorted(line for line in proc.stderr.splitlines() if line.startswith("[rank "))
-    assert statuses == ["[rank 0 exit 2]", "[rank 1 exit 2]"], proc.stderr
+    assert rank_statuses(proc) == ["[rank 0 exit 2]", "[rank 1 exit 2]"], proc.stderr
     assert fragment in proc.stderr, proc.stderr
     assert proc.stderr.count("mldft_app: ") == 1, proc.stderr
     assert proc.stderr.count(fragment) == 1, proc.stderr
@@ -175,10 +162,30 @@ def test_bad_input_is_reported_once_and_every_rank_exits_nonzero(tmp_path, case)
                                          ("user", "simulated bad data seen by one rank only")])
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_failure_on_one_rank_aborts_the_whole_job(kind, marker, failing_rank):
-    proc, seconds = timed_mpirun([sys.executable, REPO / "tests" / "mpi_scripts" / "fail_one_rank.py", kind, failing_rank])
+    proc, seconds = mpirun_job(rank_program(fail_on_one_rank, kind, failing_rank))
     assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
     assert proc.returncode != 0
     assert f"rank {failing_rank}/2" in proc.stderr and marker in proc.stderr, proc.stderr
     assert proc.stderr.count(marker) == 1
     assert ("Traceback" in proc.stderr) == (kind == "exception")
     assert "completed without the failing rank" not in proc.stdout and "not aborted" not in proc.stdout
+
+
+def fail_on_one_rank(kind, failing_rank):
+    """Rank program: rank ``failing_rank`` fails inside run_or_abort (``kind`` "exception": a RuntimeError,
+    "user": a UserInputError) while the others wait in a collective it never joins."""
+    comm = Comm.world()
+    run_or_abort(comm, work_until_one_rank_fails, comm, kind, int(failing_rank))
+    print(f"rank {comm.rank}: not aborted", flush=True)
+
+
+def work_until_one_rank_fails(comm, kind, failing_rank):
+    comm.barrier()
+    if comm.rank == failing_rank:
+        time.sleep(0.5)  # the others are inside the collective below by now
+        if kind == "user":
+            raise UserInputError("simulated bad data seen by one rank only")
+        raise RuntimeError("simulated failure on one rank")
+    comm.allreduce_sum(1.0)  # never completes: the failing rank does not join
+    comm.barrier()
+    print(f"rank {comm.rank}: the collective completed without the failing rank", flush=True)

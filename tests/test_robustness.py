@@ -15,25 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import MPIRUN, REPO
+from conftest import HANG_GUARD_S, MPIRUN, REPO, mpirun_job, rank_statuses
+from mldft_app.decomposition import GridLayout
+from mldft_app.io.output import OutputFile
+from mldft_app.parallel import Comm, checked_on_root, run_or_abort
+from mpi_ranks import mpi_environment, rank_program
 
 APP = Path(sys.executable).parent / "mldft_app"
-SCRIPT = REPO / "tests" / "mpi_scripts" / "robustness.py"
-HANG_GUARD_S = 30.0
-RANK_WRAPPER = '"$0" "$@"; rc=$?; echo "[rank ${PMI_RANK:-?} exit $rc]" >&2; exit $rc'
-
-
-def mpirun(args, n_ranks=2, timeout=3 * HANG_GUARD_S):
-    """(CompletedProcess, seconds) of ``mpirun -n n_ranks`` with each rank's exit status on stderr."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    start = time.monotonic()
-    proc = subprocess.run([str(MPIRUN), "-n", str(n_ranks), "bash", "-c", RANK_WRAPPER, *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    return proc, time.monotonic() - start
-
-
-def rank_statuses(proc):
-    return sorted(line for line in proc.stderr.splitlines() if line.startswith("[rank "))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -59,10 +47,48 @@ def test_yaml_12_floats_and_duplicate_keys(tmp_path):
 
 @pytest.mark.mpi
 def test_unexpected_error_in_root_check_ends_every_rank():
-    proc, seconds = mpirun([sys.executable, SCRIPT, "root_check_error"])
+    proc, seconds = mpirun_job(rank_program(root_check_error))
     assert seconds < HANG_GUARD_S
     assert rank_statuses(proc) == ["[rank 0 exit 2]", "[rank 1 exit 2]"], proc.stderr
     assert proc.stderr.count("KeyError: 'no such key'") == 1 and "Traceback" not in proc.stderr
+
+
+def root_check_error():
+    """Rank program: rank 0's input check raises a KeyError (not a UserInputError) while the other ranks
+    wait for its result: every rank must exit with status 2."""
+    comm = Comm.world()
+    run_or_abort(comm, checked_on_root, comm, lambda: {}["no such key"])
+    print(f"rank {comm.rank}: not aborted", flush=True)
+
+
+def write_error(directory):
+    """Rank program: the collective HDF5 output goes to ``directory`` (a tiny tmpfs) and runs out of space
+    during the collective write: the job must end (MPI_Abort), leaving no .partial file."""
+    comm = Comm.world()
+    run_or_abort(comm, write_big_field, comm, Path(directory) / "out.h5")
+
+
+def write_big_field(comm, path):
+    layout = GridLayout.distribute((32, 32, 32), comm)
+    values = np.random.default_rng(comm.rank).random((layout.n_local, 64))  # 16 MiB of float64 in all
+    with OutputFile(path, comm, mode="mpio") as out:
+        out.write_field("big", values, layout, "1")
+    print(f"rank {comm.rank}: the write completed", flush=True)
+
+
+def checkpoint_write_error(directory):
+    """Rank program: as write_error, for a checkpoint stage (predict's restart files)."""
+    comm = Comm.world()
+    run_or_abort(comm, write_big_stage, comm, Path(directory) / "out.h5.ckpt")
+
+
+def write_big_stage(comm, path):
+    from mldft_app.io.checkpoint import Checkpoint
+
+    layout = GridLayout.distribute((32, 32, 32), comm)
+    ckpt = Checkpoint(path, layout, "fingerprint")
+    ckpt.write_stage("descriptors", np.random.default_rng(comm.rank).random((layout.n_local, 64)))
+    print(f"rank {comm.rank}: the write completed", flush=True)
 
 
 @pytest.fixture()
@@ -81,7 +107,7 @@ def tiny_tmpfs(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.parametrize("mode", ["write_error", "checkpoint_write_error"])
 def test_disk_full_during_collective_write_ends_the_job(tiny_tmpfs, mode):
-    proc, seconds = mpirun([sys.executable, SCRIPT, mode, tiny_tmpfs])
+    proc, seconds = mpirun_job(rank_program(globals()[mode], tiny_tmpfs))
     assert seconds < HANG_GUARD_S, f"took {seconds:.1f} s"
     assert proc.returncode != 0 and "the write completed" not in proc.stdout
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -210,7 +236,7 @@ def test_predict_refuses_before_heavy_work(tmp_path, tiny, case):
     make, fragment = PHYSICS_CASES[case]
     shape, sections = make(tmp_path, tiny)
     before = {name: digest(tiny[name]) for name in ("model", "structure")}
-    proc, seconds = mpirun([APP, predict_input(tmp_path, tiny, shape, **sections)])
+    proc, seconds = mpirun_job([APP, predict_input(tmp_path, tiny, shape, **sections)])
     assert_refused_once(proc, seconds, fragment)
     assert "stage descriptors" not in proc.stderr
     assert before == {name: digest(tiny[name]) for name in ("model", "structure")}
@@ -222,7 +248,7 @@ def test_predict_refuses_before_heavy_work(tmp_path, tiny, case):
 @pytest.mark.mpi
 def test_fermi_level_outside_the_window_ends_the_run_cleanly(tmp_path, tiny):
     """Far too many electrons for the LDOS window: found after the DOS, refused on every rank, nothing left."""
-    proc, seconds = mpirun([APP, predict_input(tmp_path, tiny, structure={"valence_electrons": {"Al": 3000}})])
+    proc, seconds = mpirun_job([APP, predict_input(tmp_path, tiny, structure={"valence_electrons": {"Al": 3000}})])
     assert_refused_once(proc, seconds, "Fermi level at 933 K for 12000 electrons")
     assert leftovers(tmp_path) == []
 
@@ -236,7 +262,7 @@ def test_warnings_near_the_training_domain_and_an_output_named_xdmf(tmp_path, ti
     close = moved(tiny, 1, tiny["atoms"].positions[0] + [1.2, 1.2, 0.0])  # 1.7 Angstrom from atom 0
     path = predict_input(tmp_path, tiny, (5, 5, 5), structure={"file": extxyz(tmp_path / "close.extxyz", close)},
                          output={"file": str(tmp_path / "result.xdmf")})
-    proc, seconds = mpirun([APP, path])
+    proc, seconds = mpirun_job([APP, path])
     assert proc.returncode == 0, proc.stderr
     assert "closer than in any training snapshot" in proc.stderr and "x the model's training spacing" in proc.stderr
     with h5py.File(tmp_path / "result.xdmf", "r") as h5:
@@ -256,9 +282,8 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_completes(tmp_
     output = {"file": str(tmp_path / "out.h5"), "overwrite": True}
     first_input = predict_input(first_dir, tiny, (16, 16, 16), output=output)
     second_input = predict_input(second_dir, tiny, (8, 8, 8), output=output)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.Popen([str(MPIRUN), "-n", "2", str(APP), str(first_input)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+                             stderr=subprocess.PIPE, text=True, env=mpi_environment())
     try:
         lock = tmp_path / "out.h5.lock"
         deadline = time.monotonic() + HANG_GUARD_S
@@ -267,7 +292,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_completes(tmp_
         assert lock.exists(), "the first run never took the lock"
         time.sleep(0.1)  # its content is written right after the exclusive create
         holder = yaml.safe_load(lock.read_text())  # JSON is YAML
-        proc, seconds = mpirun([APP, second_input])
+        proc, seconds = mpirun_job([APP, second_input])
         assert_refused_once(proc, seconds, f"is in use by another run (host {holder['host']}, pid {holder['pid']}")
         out, err = first.communicate(timeout=3 * HANG_GUARD_S)
     finally:
@@ -288,7 +313,7 @@ def test_stale_lock_of_an_ended_process_is_replaced(tmp_path, tiny):
     ended = subprocess.Popen(["true"])
     ended.wait()
     (tmp_path / "out.h5.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": ended.pid, "token": "old"}))
-    proc, seconds = mpirun([APP, predict_input(tmp_path, tiny)])
+    proc, seconds = mpirun_job([APP, predict_input(tmp_path, tiny)])
     assert proc.returncode == 0, proc.stderr
     assert "replacing the stale lock" in proc.stderr and f"its process {ended.pid} on this host has ended" in proc.stderr
     assert (tmp_path / "out.h5").is_file() and not (tmp_path / "out.h5.lock").exists()
@@ -325,7 +350,7 @@ OTHER_TASKS = {  # id -> (function (tmp_path, tiny) -> input dict, fragment)
 def test_other_tasks_refuse_before_heavy_work_and_leave_inputs_alone(tmp_path, tiny, case):
     make, fragment = OTHER_TASKS[case]
     before = digest(tiny["snapshot"])
-    proc, seconds = mpirun([APP, write_yaml(tmp_path / "input.yaml", make(tmp_path, tiny))])
+    proc, seconds = mpirun_job([APP, write_yaml(tmp_path / "input.yaml", make(tmp_path, tiny))])
     assert_refused_once(proc, seconds, fragment)
     assert digest(tiny["snapshot"]) == before
     assert leftovers(tmp_path) == [] and not list(tiny["snapshot"].parent.glob("*.lock"))
@@ -336,7 +361,7 @@ def test_convert_refuses_a_nan_ldos(tmp_path, tiny):
     np.savez(tmp_path / "ldos.npz", ldos=np.full((4, 4, 4, 3), np.nan, dtype=np.float32), energies_eV=np.array([0.0, 0.1, 0.2]))
     data = {"task": "convert", "temperature": 933.0, "snapshot_file": str(tmp_path / "out.h5"), "ldos_file": str(tmp_path / "ldos.npz"),
             "structure": {"file": str(tiny["structure"]), "valence_electrons": {"Al": 3}}, "descriptors": {"twojmax": 2}}
-    proc, seconds = mpirun([APP, write_yaml(tmp_path / "input.yaml", data)])
+    proc, seconds = mpirun_job([APP, write_yaml(tmp_path / "input.yaml", data)])
     assert seconds < HANG_GUARD_S and proc.returncode != 0
     assert "192 of 192 LDOS values are not finite" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert leftovers(tmp_path) == []
@@ -378,18 +403,18 @@ def test_output_equal_to_the_model_is_refused(tmp_path, tiny):
 
 
 def test_damaged_checkpoint_manifest_is_named_damaged(tmp_path):
-    from mldft_app.io.checkpoint import Checkpoint
+    from mldft_app.decomposition import GridLayout
     from mldft_app.errors import UserInputError
-    from mldft_app.parallel import Comm
+    from mldft_app.io.checkpoint import Checkpoint
 
     (tmp_path / "out.h5.ckpt").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # an HDF5 signature, then cut off
     with pytest.raises(UserInputError, match="it is damaged"):
-        Checkpoint(tmp_path / "out.h5.ckpt", Comm(), "fingerprint")
+        Checkpoint(tmp_path / "out.h5.ckpt", GridLayout.create((4, 4, 4), 1, 0), "fingerprint")
 
 
 @pytest.mark.mpi
 def test_output_on_a_full_disk_is_refused_before_heavy_work(tmp_path, tiny, tiny_tmpfs):
-    proc, seconds = mpirun([APP, predict_input(tmp_path, tiny, output={"file": str(tiny_tmpfs / "out.h5")})])
+    proc, seconds = mpirun_job([APP, predict_input(tmp_path, tiny, output={"file": str(tiny_tmpfs / "out.h5")})])
     assert_refused_once(proc, seconds, "not enough free space for output")
     assert list(tiny_tmpfs.iterdir()) == []  # no lock, no .partial
 
