@@ -122,10 +122,11 @@ class Group:
         self.jobs += 1
         directory = self.config._tmp_path_factory.mktemp("mpi_ranks")
         timeout = JOB_START_S + sum(self.timeouts[n] for n in nodeids)
+        rootdir = self.config.rootpath  # node ids are relative to it
         command = [str(MPIRUN), "-prepend-rank", "-n", str(self.ranks), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   "--rootdir", str(REPO), *nodeids]
+                   "--rootdir", str(rootdir), *nodeids]
         start = time.monotonic()
-        proc = subprocess.Popen(command, cwd=REPO, env=mpi_environment(**{RESULTS_VARIABLE: str(directory)}),
+        proc = subprocess.Popen(command, cwd=rootdir, env=mpi_environment(**{RESULTS_VARIABLE: str(directory)}),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=timeout)
