@@ -8,7 +8,7 @@ plus the scalar values themselves, so a difference names the dataset and shows t
 Runs the CLI under ``mpirun -n 2`` (the venv's MPICH). Inputs:
 
 - predict: the demo's structure and model (``inputs/predict_al32.yaml``) with Al.pz-vbc.UPF (total energy)
-  and ``physics.forces: true``, on a 12^3 grid instead of 45^3 (seconds);
+  and ``physics.forces: true``, on a 12^3 grid instead of 45^3 (seconds), with the LAMMPS descriptors;
 - postprocess: a snapshot made here from the shipped Al32 QE LDOS (tests/data/al32_933), every third grid
   point along each axis (15^3 points, all 171 energies).
 """
@@ -70,6 +70,7 @@ def write_inputs(workdir):
         "structure": {"file": str(REPO / "inputs/structures/al32_933K_md_seed4711.extxyz")},
         "grid": {"shape": list(PREDICT_GRID)},
         "model": {"file": str(REPO / "inputs/models/al_933K.pt")},
+        "descriptors": {"backend": "lammps"},  # explicit: the default (auto) depends on the machine
         "physics": {"pseudopotentials": {"Al": UPF}, "forces": True},
         "output": {"file": str(workdir / "predict.h5"), "plots": False},
     }

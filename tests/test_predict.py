@@ -29,12 +29,12 @@ def write_input(tmp_path, name, shape=(18, 18, 18), **overrides):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same input on 1 and 2 ranks; returns {n_ranks: (output path, stdout)}."""
+    """The same input on 1 and 2 ranks; returns {n_ranks: (output path, stdout + stderr)}."""
     tmp = tmp_path_factory.mktemp("predict")
     results = {}
     for n in (1, 2):
         proc = app_mpi(n, write_input(tmp, f"np{n}"), timeout=600)
-        results[n] = (tmp / f"np{n}.h5", proc.stdout)
+        results[n] = (tmp / f"np{n}.h5", proc.stdout + proc.stderr)
     return results
 
 
@@ -55,6 +55,7 @@ def test_one_and_two_ranks_agree(runs):
 def test_output_contents_and_units(runs):
     path, stdout = runs[2]
     assert "Fermi level" in stdout and "peak memory per rank" in stdout
+    assert "descriptors.backend auto: torch" in stdout  # the default, with the compiled kernel built (logged)
     with h5py.File(path) as h5:
         assert h5["density"].shape == (18, 18, 18)
         assert h5["ldos"].shape == (18, 18, 18, h5["energy_grid"].size)

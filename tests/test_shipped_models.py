@@ -3,8 +3,9 @@ tests/data/al32_933, and the independent test set inputs/testsets/al32_independe
 training recipe uses, pw.x energies committed beside the structures) through evaluate's references.
 
 Independent of the model's energy grid: predict starts from the structure (scf.in), computes the
-descriptors with LAMMPS, the LDOS with the network and the total energy with our energy terms; the
-reference is pw.x's printed total energy of the same configuration.
+descriptors with the default backend (auto: the compiled float64 kernel, LAMMPS's numbers), the LDOS with
+the network and the total energy with our energy terms; the reference is pw.x's printed total energy of
+the same configuration.
 """
 
 import json

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mldft_app.decomposition import GridLayout
-from mldft_app.descriptors import BACKENDS, SnapParams, compute_descriptors
+from mldft_app.descriptors import BACKENDS, SnapParams, compute_descriptors, resolve_backend
 from mldft_app.descriptors import sna_cpu
 from mldft_app.descriptors.torch_backend import BrickDescriptors, compute_torch
 from mldft_app.descriptors.torch_neighbors import periodic_images
@@ -132,6 +132,27 @@ def test_registered_backend_equals_lammps_backend_and_chunking_is_invisible():
     lammps = compute_descriptors(atoms, layout, params, Comm(), backend="lammps")
     assert helper.column_error(ours, lammps) < RTOL
     np.testing.assert_allclose(chunked, ours, rtol=0, atol=1e-12 * np.abs(ours).max())
+
+
+def test_auto_backend_is_torch_with_the_compiled_kernel_else_lammps(monkeypatch, caplog):
+    """The input's default ``auto``: float64 torch (LAMMPS's numbers) where the compiled kernel is built,
+    LAMMPS where neither it nor a CUDA device is there; the choice is logged with its reason."""
+    atoms = helper.disordered_al(repeat=1, seed=3)
+    params = SnapParams(twojmax=4)
+    layout = GridLayout.create((5, 4, 3), 1, 0)
+    assert resolve_backend("torch_float32") == "torch_float32" and resolve_backend("lammps") == "lammps"
+    with caplog.at_level("INFO", logger="mldft_app.descriptors"):
+        assert resolve_backend("auto") == "torch"
+    assert "compiled SNAP kernel is built" in caplog.text
+    auto = compute_descriptors(atoms, layout, params, Comm(), backend="auto")
+    assert helper.column_error(auto, compute_descriptors(atoms, layout, params, Comm(), backend="lammps")) < RTOL
+    np.testing.assert_array_equal(auto, compute_descriptors(atoms, layout, params, Comm(), backend="torch"))
+    monkeypatch.setattr(sna_cpu, "available", lambda: (False, "no library (test)"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mldft_app.descriptors"):
+        assert resolve_backend("auto") == "lammps"
+    assert "no library (test)" in caplog.text
 
 
 @pytest.mark.parametrize("native", KERNELS)

@@ -9,7 +9,8 @@ Backends are looked up in :data:`BACKENDS` (name -> zero-argument loader returni
 backend's heavy imports (LAMMPS, torch) only happen when it is used. ``"lammps"`` is built in; another
 one is added with :func:`register_backend`. ``"torch"`` works in float64 (LAMMPS's values to ~1e-14);
 ``"torch_float32"`` in float32 (~1e-5 relative; energies within 0.1 meV/atom of float64, tested), the
-faster choice on CPU and far faster on most GPUs.
+faster choice on CPU and far faster on most GPUs. ``"auto"`` (the input's default) stands for one of
+them, chosen by :func:`resolve_backend`.
 
 Grid convention (shared by every backend): grid point (i, j, k) of an (nx, ny, nz) grid sits at
 i/nx a + j/ny b + k/nz c, with a, b, c the cell vectors and the cell's origin at 0 (Angstrom).
@@ -48,6 +49,42 @@ BACKENDS = {"lammps": _load_lammps_backend, "torch": _load_torch_backend, "torch
 """Backend name -> zero-argument callable returning the backend function."""
 
 
+AUTO = "auto"
+"""The backend name that :func:`resolve_backend` turns into ``"torch"`` or ``"lammps"``."""
+
+
+def resolve_backend(name, comm=None):
+    """The backend that ``name`` stands for, the same on every rank of ``comm`` (collective for ``"auto"``).
+
+    ``"auto"`` is ``"torch"`` (float64: LAMMPS's values to ~1e-14) when every rank can run the compiled
+    CPU kernel (:mod:`.sna_cpu`, built by ``bin/setup-env``) or sees a CUDA device (where the torch
+    backend runs), else ``"lammps"`` (the pure torch path on a CPU is slower than LAMMPS); the choice and
+    its reason are logged. Any other name is returned as it is.
+    """
+    if name != AUTO:
+        return name
+    from ..parallel import Comm
+    from . import sna_cpu
+
+    comm = Comm() if comm is None else comm
+    compiled, reason = sna_cpu.available()
+    if compiled:
+        why = "the compiled SNAP kernel is built"
+    else:
+        import torch
+
+        why = "a CUDA device is visible" if torch.cuda.is_available() else None
+    missing = comm.allreduce_max(int(why is None))
+    choice = "lammps" if missing else "torch"
+    if choice == "torch":
+        log.info("descriptors.backend auto: torch (float64, LAMMPS's numbers to ~1e-14): %s", why)
+    elif why is None:
+        log.info("descriptors.backend auto: lammps (the compiled SNAP kernel is not usable: %s; no CUDA device)", reason)
+    else:
+        log.info("descriptors.backend auto: lammps (another rank can run neither the compiled SNAP kernel nor CUDA)")
+    return choice
+
+
 def register_backend(name, backend):
     """Register ``backend(atoms, layout, params, comm) -> (n_local, n_components) array`` as ``name``."""
     BACKENDS[name] = lambda: backend
@@ -70,7 +107,7 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
     comm : mldft_app.parallel.Comm, optional
         Communicator (default: serial).
     backend : str
-        Name of a registered backend (see :data:`BACKENDS`).
+        Name of a registered backend (see :data:`BACKENDS`) or ``"auto"`` (:func:`resolve_backend`).
 
     Returns
     -------
@@ -87,6 +124,7 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
             f"grid layout is for rank {layout.rank} of {layout.nprocs}, but the communicator is rank "
             f"{comm.rank} of {comm.size}"
         )
+    backend = resolve_backend(backend, comm)
     if backend not in BACKENDS:
         raise ValueError(f"unknown descriptor backend {backend!r} (available: {', '.join(sorted(BACKENDS))})")
     function = BACKENDS[backend]()
@@ -108,7 +146,9 @@ def row_source(atoms, layout, params, comm, backend):
     ``layout.local_indices()``) returns ndarray (n, params.n_components) float64 with the values
     :func:`compute_descriptors` gives those rows, computed on demand (no communication); ``close()``
     ends it. None for a backend that computes only whole bricks (``lammps``, registered ones).
+    ``"auto"`` is resolved first (:func:`resolve_backend`; collective then).
     """
+    backend = resolve_backend(backend, comm)
     if backend not in STREAMING_BACKENDS:
         return None
     import torch
@@ -119,5 +159,5 @@ def row_source(atoms, layout, params, comm, backend):
     return RowDescriptors(atoms, layout, params, comm, dtype=dtype)
 
 
-__all__ = ["BACKENDS", "STREAMING_BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors", "register_backend",
-           "row_source"]
+__all__ = ["AUTO", "BACKENDS", "STREAMING_BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors",
+           "register_backend", "resolve_backend", "row_source"]

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .. import config as config_mod
 from ..decomposition import GridLayout, plane_chunks, process_grid
-from ..descriptors import STREAMING_BACKENDS, SnapParams, compute_descriptors, row_source
+from ..descriptors import AUTO, STREAMING_BACKENDS, SnapParams, compute_descriptors, resolve_backend, row_source
 from ..device import select_device
 from ..io.checkpoint import Checkpoint, file_sha256, fingerprint_items, input_fingerprint
 from ..io.output import partial_path
@@ -55,9 +55,10 @@ def energy_grid_from_config(grid_cfg):
     return grid_cfg.minimum + grid_cfg.spacing * np.arange(grid_cfg.count)
 
 
-def preflight(cfg, n_ranks=1, node_ranks=1):
+def preflight(cfg, n_ranks=1, node_ranks=1, backend=None):
     """All checks that need no heavy work (rank 0): grid, structure, model compatibility and domain,
-    temperature, memory per rank (``node_ranks`` ranks share rank 0's node), output files."""
+    temperature, memory per rank (``node_ranks`` ranks share rank 0's node), output files. ``backend``:
+    the resolved descriptor backend (default: the input's, resolved on this process alone)."""
     try:
         dims = process_grid(cfg.grid.shape, n_ranks)
     except ValueError as err:
@@ -69,7 +70,7 @@ def preflight(cfg, n_ranks=1, node_ranks=1):
     checkpoint = f"{cfg.output.file}.ckpt" if cfg.output.restart == "auto" else None
     check_model_domain(atoms, cfg.grid.shape, model)
     brick_points = int(np.prod([-(-n // d) for n, d in zip(cfg.grid.shape, dims)]))
-    backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
+    backend = backend or resolve_backend(input_backend(cfg))
     per_point = predict_bytes_per_point(model.n_descriptors, model.n_energies, backend in STREAMING_BACKENDS,
                                         model.n_members, cfg.output.write_ldos)
     check_memory(brick_points, per_point, node_ranks, "predict")
@@ -94,6 +95,11 @@ def preflight(cfg, n_ranks=1, node_ranks=1):
         raise UserInputError("physics.forces needs physics.pseudopotentials (the forces are those of the total energy)")
     return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params),
                         model_sha256=file_sha256(cfg.model.file) if cfg.output.restart == "auto" else "")
+
+
+def input_backend(cfg):
+    """The input's descriptor backend name (``"auto"`` when the descriptors section is left out)."""
+    return cfg.descriptors.backend if cfg.descriptors else AUTO
 
 
 def open_checkpoint(cfg, setup, backend, comm):
@@ -278,9 +284,9 @@ def run_predict(cfg, comm):
     """Run the prediction described by a validated PredictInput on communicator ``comm``."""
     timer = StageTimer()
     steady_allocation()
-    backend = cfg.descriptors.backend if cfg.descriptors else "lammps"
+    backend = resolve_backend(input_backend(cfg), comm)
     with timer.stage("setup"):
-        setup = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm))
+        setup = checked_on_root(comm, preflight, cfg, comm.size, node_local_size(comm), backend)
         system = setup.system
         model = load_model(cfg.model.file)
         layout = GridLayout.distribute(cfg.grid.shape, comm)
