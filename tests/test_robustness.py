@@ -3,7 +3,6 @@ user file destroyed. Real `mpirun -n 2`, tiny grids, and a timeout on every run 
 """
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,11 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import HANG_GUARD_S, MPIRUN, REPO, mpirun_job, rank_statuses
+from conftest import HANG_GUARD_S, MPIRUN, mpirun_job, rank_statuses
 from mldft_app.decomposition import GridLayout
 from mldft_app.io.output import OutputFile
 from mldft_app.parallel import Comm, checked_on_root, run_or_abort
 from mpi_ranks import mpi_environment, rank_program
+
+import tiny_model as helper
 
 APP = Path(sys.executable).parent / "mldft_app"
 
@@ -118,9 +119,6 @@ def test_disk_full_during_collective_write_ends_the_job(tiny_tmpfs, mode):
 # ----------------------------------------------------------------------------------------------------
 # A tiny model (random weights, twojmax 2) that records its training domain, and its structures
 
-_spec = importlib.util.spec_from_file_location("forces_ranks", REPO / "tests" / "mpi_scripts" / "forces_ranks.py")
-helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helper)
 TRAIN_SHAPE = (10, 10, 10)
 
 
