@@ -8,10 +8,10 @@ import pytest
 
 from conftest import python_mpi
 from mldft_app.decomposition import GridLayout
-from mldft_app.io.checkpoint import (
-    Checkpoint, fingerprint_items, global_checksum, input_fingerprint, local_checksum, open_for_restart,
-)
 from mldft_app.errors import UserInputError
+from mldft_app.io.checkpoint import Checkpoint
+from mldft_app.io.checksum import global_checksum, local_checksum
+from mldft_app.io.fingerprint import fingerprint_items, input_fingerprint
 from mldft_app.parallel import Comm
 
 SHAPE = (7, 5, 6)
@@ -58,22 +58,20 @@ def test_checksum_does_not_depend_on_the_decomposition():
 
 @pytest.fixture()
 def serial_ckpt(tmp_path):
-    comm = Comm()
-    layout = GridLayout.create(SHAPE, 1, 0)
+    layout = GridLayout.distribute(SHAPE, Comm())
     items = fingerprint_items(**BASE)
-    ckpt = Checkpoint(tmp_path / "run.ckpt", comm, input_fingerprint(**BASE), items)
-    ckpt.write_stage("descriptors", known(layout), layout, units="1")
+    ckpt = Checkpoint(tmp_path / "run.ckpt", layout, input_fingerprint(**BASE), items)
+    ckpt.write_stage("descriptors", known(layout), units="1")
     return ckpt, layout, items
 
 
 def test_serial_roundtrip_and_remove(serial_ckpt, tmp_path):
     ckpt, layout, items = serial_ckpt
-    again = open_for_restart(tmp_path / "run.ckpt", Comm(), input_fingerprint(**BASE), items)
-    assert np.array_equal(again.read_stage("descriptors", layout), known(layout))
+    again = Checkpoint(tmp_path / "run.ckpt", layout, input_fingerprint(**BASE), items)
+    assert np.array_equal(again.read_stage("descriptors"), known(layout))
     with h5py.File(ckpt.stage_file("descriptors")) as h5:
         assert h5["data"].shape == SHAPE + (2,)
         assert h5.attrs["code_version"] and h5.attrs["fingerprint"] == input_fingerprint(**BASE)
-    assert open_for_restart(tmp_path / "none.ckpt", Comm(), "x") is None
     ckpt.remove()
     assert list(tmp_path.iterdir()) == []
 
@@ -81,7 +79,7 @@ def test_serial_roundtrip_and_remove(serial_ckpt, tmp_path):
 def test_foreign_checkpoint_names_the_differing_item(serial_ckpt, tmp_path):
     other = {**BASE, "cell": np.eye(3) * 4.2}
     with pytest.raises(UserInputError, match=r"other inputs \(differing: cell\)"):
-        open_for_restart(tmp_path / "run.ckpt", Comm(), input_fingerprint(**other), fingerprint_items(**other))
+        Checkpoint(tmp_path / "run.ckpt", serial_ckpt[1], input_fingerprint(**other), fingerprint_items(**other))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "text", "other_hdf5"])
@@ -96,7 +94,7 @@ def test_damaged_or_unknown_manifest_is_refused(serial_ckpt, tmp_path, damage):
         with h5py.File(path, "w") as h5:
             h5.attrs["format"] = "something else"
     with pytest.raises(UserInputError, match="remove it"):
-        open_for_restart(path, Comm(), input_fingerprint(**BASE))
+        Checkpoint(path, serial_ckpt[1], input_fingerprint(**BASE))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "foreign_stage"])
@@ -112,7 +110,7 @@ def test_damaged_stage_file_is_ignored_with_a_warning(serial_ckpt, caplog, damag
         with h5py.File(stage_file, "r+") as h5:
             h5.attrs["fingerprint"] = "0" * 64
     with caplog.at_level(logging.WARNING):
-        assert ckpt.read_stage("descriptors", layout) is None
+        assert ckpt.read_stage("descriptors") is None
     assert "damaged" in caplog.text and not stage_file.exists()
 
 

@@ -21,8 +21,6 @@ chunk is recomputed. A damaged or foreign *manifest* is refused (UserInputError)
 the path holds something this run did not write.
 """
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -34,227 +32,43 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CollectiveInputError, UserInputError
-from ..parallel import shorten
-from .output import ABANDONED_FILES, is_io_error
+from .checksum import global_checksum, local_checksum
+from .hdf5 import box_io, commit_rename, fsync_path, open_file, writing
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mldft_app.checkpoint"
 FORMAT_VERSION = 1
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_MASK = (1 << 64) - 1
-
-
-# ----------------------------------------------------------------------------------------------------
-# Fingerprint
-
-
-def _canonical(value):
-    """JSON-ready form: arrays to nested lists, numpy scalars to Python, dict keys sorted by json."""
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _canonical(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _sha256_json(value):
-    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
-    """sha256 of each input item that determines the checkpointed data: {item name: hex digest}.
-
-    Parameters
-    ----------
-    structure_positions : array_like, shape (n_atoms, 3), Angstrom
-    cell : array_like, shape (3, 3), Angstrom
-    numbers : array_like, shape (n_atoms,), atomic numbers
-    grid_shape : sequence of 3 int
-    model_file_bytes_hash : str
-        sha256 of the model file's bytes (:func:`file_sha256`).
-    descriptor_params : dict
-    extra : dict or None
-        Anything else the data depend on (energy grid, temperature, ...), JSON-compatible.
-    """
-    items = {
-        "structure positions": np.asarray(structure_positions, dtype=np.float64),
-        "cell": np.asarray(cell, dtype=np.float64),
-        "atomic numbers": np.asarray(numbers, dtype=np.int64),
-        "grid shape": [int(n) for n in grid_shape],
-        "model file": str(model_file_bytes_hash),
-        "descriptor parameters": dict(descriptor_params),
-    }
-    for key, value in (extra or {}).items():
-        items[f"extra.{key}"] = value
-    return {name: _sha256_json(value) for name, value in items.items()}
-
-
-def input_fingerprint(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
-    """sha256 (hex) of the canonical JSON of all input items (see :func:`fingerprint_items`)."""
-    return _sha256_json(fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra))
-
-
-def file_sha256(path, block=1 << 22):
-    """sha256 (hex) of a file's bytes (e.g. the model file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Decomposition-independent checksum
-
-
-def _mix(x):
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def local_checksum(values, start, count, grid_shape, block_elements=1 << 22):
-    """Partial checksum (int mod 2^64) of a box of a global (nx, ny, nz, m) array.
-
-    ``values`` has shape count + (m,), C order; summing the partial checksums of disjoint boxes that
-    tile a region gives the same result however the region was split. Works through the box in
-    x-slabs of about ``block_elements`` values, so the temporary arrays stay small.
-    """
-    values = np.ascontiguousarray(values)
-    if values.size == 0:
-        return 0
-    m = values.shape[-1]
-    uint = np.uint64 if values.dtype.itemsize == 8 else np.uint32
-    per_plane = int(np.prod(count[1:])) * m
-    step = max(1, block_elements // per_plane)
-    iy, iz = np.meshgrid(np.arange(start[1], start[1] + count[1], dtype=np.uint64),
-                         np.arange(start[2], start[2] + count[2], dtype=np.uint64), indexing="ij")
-    plane_flat = (iy * np.uint64(grid_shape[2]) + iz).reshape(1, -1, 1)
-    components = np.arange(m, dtype=np.uint64)
-    total = np.uint64(0)
-    with np.errstate(over="ignore"):
-        for i0 in range(0, count[0], step):
-            block = values[i0:i0 + step]
-            ix = np.arange(start[0] + i0, start[0] + i0 + len(block), dtype=np.uint64).reshape(-1, 1, 1)
-            index = ((ix * np.uint64(grid_shape[1] * grid_shape[2])) + plane_flat) * np.uint64(m) + components
-            bits = block.view(uint).reshape(len(block), -1, m).astype(np.uint64)
-            total += _mix(bits ^ _mix(index + np.uint64(0x9E3779B97F4A7C15))).sum(dtype=np.uint64)
-    return int(total) & _MASK
-
-
-def global_checksum(comm, partial):
-    return sum(comm.allgather(int(partial))) & _MASK
-
-
-# ----------------------------------------------------------------------------------------------------
-# Collective I/O of boxes
-
-
-def _io(dset, start, count, buf, write, comm):
-    """Collective read/write of the box (start, count) of ``dset``; count may be empty on some ranks.
-
-    Uses the low-level API: h5py's high-level indexing skips empty selections, and a rank that skips
-    a collective transfer hangs the others.
-    """
-    from h5py import h5s
-
-    fspace = dset.id.get_space()
-    n = int(np.prod(count)) * int(np.prod(dset.shape[3:], dtype=np.int64))
-    if n == 0:
-        fspace.select_none()
-        mspace = h5s.create_simple((1,))
-        mspace.select_none()
-        buf = np.zeros(1, dtype=dset.dtype)
-    else:
-        fspace.select_hyperslab(tuple(start) + (0,) * (dset.ndim - 3), tuple(count) + tuple(dset.shape[3:]))
-        mspace = h5s.create_simple((n,))
-    if comm.size > 1:
-        with dset.collective:
-            (dset.id.write if write else dset.id.read)(mspace, fspace, buf, dxpl=dset._dxpl)
-    else:
-        (dset.id.write if write else dset.id.read)(mspace, fspace, buf)
-
-
-def _open(path, mode, comm):
-    if comm.size > 1:
-        return h5py.File(path, mode, driver="mpio", comm=comm.mpi)
-    return h5py.File(path, mode)
-
-
-@contextlib.contextmanager
-def _writing(path, comm):
-    """``path`` opened for writing (:func:`_open`), closed only when the block succeeds.
-
-    After an error on this rank the others may be inside a collective call, where a collective close
-    would hang: the file is parked in ``io.output.ABANDONED_FILES`` (unclosed) and the error goes on
-    to run_or_abort, which ends the job.
-    """
-    h5 = _open(path, "w", comm)
-    try:
-        yield h5
-    except BaseException as err:
-        if comm.size > 1:
-            ABANDONED_FILES.append(h5)
-        else:
-            h5.close()
-        if is_io_error(err):
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise UserInputError(f"writing checkpoint file {path} failed on rank {comm.rank}: {shorten(reason, 500)}") from None
-        raise
-    h5.close()
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _commit(tmp, final, comm):
-    """After a collective close: make ``tmp`` durable and rename it to ``final`` (the marker)."""
-    comm.barrier()
-    if comm.is_root:
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(final.parent)
-    comm.barrier()
-
-
-# ----------------------------------------------------------------------------------------------------
-# The checkpoint
 
 
 class Checkpoint:
-    """Checkpoint of one run's grid stages (collective: every rank makes every call).
+    """Checkpoint of one run's grid stages on one grid layout (collective: every rank makes every call).
 
     Parameters
     ----------
     path : str or Path
         Manifest path; stage files are ``<path>.<stage>.h5`` and ``<path>.<stage>.chunk<id>.h5``.
-    comm : parallel.Comm
+    layout : decomposition.GridLayout
+        This run's bricks and their communicator (``layout.comm``); data are written and read as this
+        rank's brick (or its part of a chunk's box), whatever layout wrote them.
     fingerprint : str
-        :func:`input_fingerprint` of this run's inputs.
+        :func:`~mldft_app.io.fingerprint.input_fingerprint` of this run's inputs.
     items : dict or None
-        :func:`fingerprint_items` of the same inputs; stored so that a mismatch can name the item.
+        :func:`~mldft_app.io.fingerprint.fingerprint_items` of the same inputs; stored so that a mismatch
+        can name the item.
 
-    An existing manifest is validated as in :func:`open_for_restart` (a foreign or damaged one raises
-    :class:`~mldft_app.parallel.CollectiveInputError`); otherwise rank 0 creates it.
+    An existing manifest is validated: one of other inputs (naming the differing items when ``items`` are
+    given) or something that is not a checkpoint (not HDF5, truncated, other format) raises
+    :class:`~mldft_app.errors.CollectiveInputError` on every rank. Otherwise rank 0 creates the manifest.
+    Damaged stage or chunk files are not refused here: :meth:`read_stage` / :meth:`read_chunk` verify
+    their checksums and ignore them.
     """
 
-    def __init__(self, path, comm, fingerprint, items=None):
+    def __init__(self, path, layout, fingerprint, items=None):
         self.path = Path(path).resolve()
-        self.comm = comm
+        self.layout = layout
+        self.comm = comm = layout.comm
         self.fingerprint = str(fingerprint)
         self.items = dict(items or {})
         error = None
@@ -276,7 +90,7 @@ class Checkpoint:
         with h5py.File(tmp, "w") as h5:
             h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, code_version=__version__,
                             fingerprint=self.fingerprint, fingerprint_items=json.dumps(self.items, sort_keys=True))
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, self.path)
 
     # -- names ---------------------------------------------------------------------------------------
@@ -289,26 +103,21 @@ class Checkpoint:
 
     # -- whole stages --------------------------------------------------------------------------------
 
-    def has_stage(self, stage):
-        """True if a finished file of ``stage`` exists (its data are verified by :meth:`read_stage`)."""
-        return bool(self.comm.bcast(self.stage_file(stage).is_file() if self.comm.is_root else None))
-
-    def write_stage(self, stage, local, layout, units=""):
+    def write_stage(self, stage, local, units=""):
         """Store this rank's brick of a grid array as stage ``stage`` (atomic: all or nothing).
 
         Parameters
         ----------
         local : ndarray, shape (n_local,) or (n_local, m), float32 or float64
             Values of this rank's points in C order of its brick (as for OutputFile.write_field).
-        layout : decomposition.GridLayout
         """
-        box = ((0, 0, 0), tuple(layout.shape))
-        self._write(self.stage_file(stage), stage, None, local, layout, box, units)
+        box = ((0, 0, 0), tuple(self.layout.shape))
+        self._write(self.stage_file(stage), stage, None, local, box, units)
 
-    def read_stage(self, stage, layout):
+    def read_stage(self, stage):
         """This rank's brick of stage ``stage``, shape (n_local, m) (as written), or None if the stage is
         absent or its file is damaged (then deleted, with a warning)."""
-        return self._read(self.stage_file(stage), stage, None, layout)
+        return self._read(self.stage_file(stage), stage, None)
 
     # -- chunks of a long stage ----------------------------------------------------------------------
 
@@ -320,7 +129,7 @@ class Checkpoint:
             ids = sorted(int(m.group(1)) for p in self.path.parent.iterdir() if (m := pattern.match(p.name)))
         return self.comm.bcast(ids)
 
-    def write_chunk(self, stage, chunk_id, local, layout, box, units="", extras=None):
+    def write_chunk(self, stage, chunk_id, local, box, units="", extras=None):
         """Store chunk ``chunk_id`` of ``stage`` and mark it done (one atomic step).
 
         Parameters
@@ -334,21 +143,12 @@ class Checkpoint:
             Small values that belong to the chunk as a whole, the same on every rank (HDF5 attributes of
             the chunk file, not covered by its checksum; read back by :meth:`read_chunk_extras`).
         """
-        self._write(self.stage_file(stage, chunk_id), stage, chunk_id, local, layout, box, units, extras)
+        self._write(self.stage_file(stage, chunk_id), stage, chunk_id, local, box, units, extras)
 
-    def mark_chunks_done(self, stage, chunk_ids):
-        """Nothing to do: :meth:`write_chunk` marks its chunk done by the same atomic rename that makes
-        its data visible, so a done mark without data cannot exist. Returns :meth:`done_chunks`."""
-        done = set(self.done_chunks(stage))
-        missing = sorted(set(int(c) for c in chunk_ids) - done)
-        if missing:
-            raise ValueError(f"chunks {missing} of stage {stage!r} were not written with write_chunk")
-        return sorted(done)
-
-    def read_chunk(self, stage, chunk_id, layout, box=None):
+    def read_chunk(self, stage, chunk_id, box=None):
         """This rank's part of a finished chunk, shape (n_part, m), or None if absent or damaged (or, when
         ``box`` is given, written for another box: e.g. by a run with other slabs; then also deleted)."""
-        return self._read(self.stage_file(stage, chunk_id), stage, chunk_id, layout, box)
+        return self._read(self.stage_file(stage, chunk_id), stage, chunk_id, box)
 
     def read_chunk_extras(self, stage, chunk_id):
         """The ``extras`` stored with a finished chunk ({name: float64 array}, the same on every rank), or
@@ -377,7 +177,8 @@ class Checkpoint:
 
     # -- implementation ------------------------------------------------------------------------------
 
-    def _write(self, final, stage, chunk_id, local, layout, box, units, extras=None):
+    def _write(self, final, stage, chunk_id, local, box, units, extras=None):
+        layout = self.layout
         local = np.asarray(local)
         if local.dtype not in (np.float32, np.float64):
             raise TypeError(f"checkpoint data must be float32 or float64, not {local.dtype}")
@@ -390,19 +191,20 @@ class Checkpoint:
         box_shape = tuple(int(b - a) for a, b in zip(box[0], box[1]))
         tmp = final.with_name(final.name + ".tmp")
         checksum = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
-        with _writing(tmp, self.comm) as h5:
+        with writing(tmp, self.comm, "writing checkpoint file") as h5:
             dset = h5.create_dataset("data", shape=box_shape + (m,), dtype=dtype)
             rel_start = tuple(s - b for s, b in zip(start, box[0]))
-            _io(dset, rel_start, count, values.reshape(-1), True, self.comm)
+            box_io(dset, rel_start, count, values.reshape(-1), True, self.comm)
             h5.attrs.update(format=FORMAT, stage=stage, chunk=-1 if chunk_id is None else int(chunk_id),
                             box=np.asarray(box, dtype=np.int64), grid_shape=np.asarray(layout.shape, dtype=np.int64),
                             vector=vector, units=units, checksum=f"{checksum:016x}", fingerprint=self.fingerprint,
                             code_version=__version__)
             for name, value in (extras or {}).items():
                 h5.attrs[f"extra.{name}"] = np.asarray(value, dtype=np.float64)
-        _commit(tmp, final, self.comm)
+        commit_rename(tmp, final, self.comm)
 
-    def _read(self, final, stage, chunk_id, layout, expected_box=None):
+    def _read(self, final, stage, chunk_id, expected_box=None):
+        layout = self.layout
         header, problem = None, None
         if self.comm.is_root and final.is_file():
             try:
@@ -417,11 +219,11 @@ class Checkpoint:
         if problem is None:
             box, m, vector, checksum = header
             start, count = layout.brick_part(box)
-            with _open(final, "r", self.comm) as h5:
+            with open_file(final, "r", self.comm) as h5:
                 dset = h5["data"]
                 values = np.empty(tuple(count) + (m,), dtype=dset.dtype)
                 rel_start = tuple(s - b for s, b in zip(start, box[0]))
-                _io(dset, rel_start, count, values.reshape(-1), False, self.comm)
+                box_io(dset, rel_start, count, values.reshape(-1), False, self.comm)
             found = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
             if found == checksum:
                 return values.reshape(-1, m) if vector else values.reshape(-1)
@@ -479,18 +281,3 @@ def _validate_manifest(path, fingerprint, items):
         )
     if attrs.get("code_version") != __version__:
         log.warning("checkpoint %s was written by mldft_app %s, this is %s", path, attrs.get("code_version"), __version__)
-
-
-def open_for_restart(path, comm, fingerprint, items=None):
-    """The checkpoint at ``path`` if it exists and belongs to these inputs; None if there is none.
-
-    Collective. Raises :class:`~mldft_app.parallel.CollectiveInputError` (a UserInputError, the same on
-    every rank) if ``path`` holds a checkpoint of other inputs (naming the differing items when
-    ``items`` are given) or something that is not a checkpoint (not HDF5, truncated, other format).
-    Damaged stage or chunk files are not refused here: :meth:`Checkpoint.read_stage` /
-    :meth:`Checkpoint.read_chunk` verify their checksums and ignore them.
-    """
-    exists = comm.bcast(Path(path).exists() if comm.is_root else None)
-    if not exists:
-        return None
-    return Checkpoint(path, comm, fingerprint, items)

@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import UserInputError
 from ..parallel import shorten
 from ..units import CONSTANTS
+from .hdf5 import ABANDONED_FILES, is_io_error
 from .plots import plot_paths
 
 log = logging.getLogger(__name__)
@@ -280,16 +281,6 @@ def release_lock_file(path, token):
     """Delete the lock file ``path`` if it holds ``token`` (a run never removes another run's lock)."""
     if read_lock(path).get("token") == token:
         Path(path).unlink(missing_ok=True)
-
-
-ABANDONED_FILES = []
-"""mpio files of a failed write, kept referenced so that no collective close runs before the job ends."""
-
-
-def is_io_error(exc):
-    """True for a failed file operation (an OSError, or h5py's error for a failed MPI-IO / POSIX write)."""
-    text = str(exc)
-    return isinstance(exc, OSError) or any(key in text for key in ("No space left", "I/O error", "MPI_File_", "write failed"))
 
 
 class OutputFile:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
-from ..io.checkpoint import file_sha256
+from ..io.fingerprint import file_sha256
 from ..ldos.analysis import analyse_ldos
 from ..ldos.system import ElectronicSystem, ionic_from_pseudopotentials
 from ..model.inference import predict_ldos

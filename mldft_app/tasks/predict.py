@@ -15,7 +15,8 @@ from .. import config as config_mod
 from ..decomposition import GridLayout, plane_chunks, process_grid
 from ..descriptors import AUTO, STREAMING_BACKENDS, SnapParams, compute_descriptors, resolve_backend, row_source
 from ..device import select_device
-from ..io.checkpoint import Checkpoint, file_sha256, fingerprint_items, input_fingerprint
+from ..io.checkpoint import Checkpoint
+from ..io.fingerprint import file_sha256, fingerprint_items, input_fingerprint
 from ..io.output import partial_path
 from ..energy.forces import member_energies_and_forces
 from ..io.results import print_summary, write_results
@@ -102,7 +103,7 @@ def input_backend(cfg):
     return cfg.descriptors.backend if cfg.descriptors else AUTO
 
 
-def open_checkpoint(cfg, setup, backend, comm):
+def open_checkpoint(cfg, setup, backend, layout):
     """The run's checkpoint (``<output>.ckpt``) when output.restart is auto, else None.
 
     Its fingerprint covers the structure, grid, model file bytes, descriptor parameters and backend;
@@ -113,7 +114,7 @@ def open_checkpoint(cfg, setup, backend, comm):
     atoms = setup.system.atoms
     args = (atoms.get_positions(), atoms.cell[:], atoms.get_atomic_numbers(), cfg.grid.shape,
             setup.model_sha256, setup.snap_params.as_dict(), {"descriptor backend": backend})
-    return Checkpoint(f"{cfg.output.file}.ckpt", comm, input_fingerprint(*args), fingerprint_items(*args))
+    return Checkpoint(f"{cfg.output.file}.ckpt", layout, input_fingerprint(*args), fingerprint_items(*args))
 
 
 class BrickSource:
@@ -124,26 +125,26 @@ class BrickSource:
     :meth:`prepare` (or read it from the checkpoint's ``descriptors`` stage) and keep it.
     """
 
-    def __init__(self, system, layout, snap_params, backend, ckpt, comm):
-        self.streaming = row_source(system.atoms, layout, snap_params, comm, backend)
+    def __init__(self, system, layout, snap_params, backend, ckpt):
+        self.streaming = row_source(system.atoms, layout, snap_params, layout.comm, backend)
         self.whole = None
-        self._args = (system.atoms, layout, snap_params, backend, ckpt, comm)
+        self._args = (system.atoms, layout, snap_params, backend, ckpt)
 
     def prepare(self):
         """Collective (every rank at the same point), before the first :meth:`rows`: a whole-brick backend's
         computation; nothing for a streaming one."""
         if self.streaming is not None or self.whole is not None:
             return
-        atoms, layout, snap_params, backend, ckpt, comm = self._args
-        self.whole = ckpt.read_stage("descriptors", layout) if ckpt else None
+        atoms, layout, snap_params, backend, ckpt = self._args
+        self.whole = ckpt.read_stage("descriptors") if ckpt else None
         if self.whole is not None:
             log.info("descriptors read from the checkpoint")
             return
         log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call (no progress), roughly "
                  "%.0f s at 0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
-        self.whole = compute_descriptors(atoms, layout, snap_params, comm, backend=backend)
+        self.whole = compute_descriptors(atoms, layout, snap_params, layout.comm, backend=backend)
         if ckpt:
-            ckpt.write_stage("descriptors", self.whole, layout)
+            ckpt.write_stage("descriptors", self.whole)
         fault_injection_point("after_descriptors")
 
     def rows(self, index):
@@ -177,7 +178,7 @@ def _stage_name(model, member):
     return "ldos" if model.n_members == 1 else f"ldos_member{member}"
 
 
-def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt, comm, timer):
+def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt, timer):
     """Descriptors and the first network's LDOS, slab by slab and batch by batch (a batch's descriptors
     are dropped once its LDOS is made); each slab's LDOS checkpointed when enabled.
 
@@ -196,7 +197,8 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
     slabs = ldos_slabs(layout, cfg, ckpt)
     stages = [_stage_name(model, k) for k in range(model.n_members)]
     done = {stage: set(ckpt.done_chunks(stage)) if ckpt else set() for stage in stages}
-    source = BrickSource(system, layout, snap_params, backend, ckpt, comm)
+    comm = layout.comm
+    source = BrickSource(system, layout, snap_params, backend, ckpt)
     ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
     inputs = np.empty((layout.n_local, model.n_descriptors), dtype=np.float32) if ensemble else None
     ranged = model.descriptor_range is not None
@@ -207,7 +209,7 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
     first_block, restored = True, []
     for slab_id, box in enumerate(slabs):  # every decision below is the same on every rank (collective I/O)
         rows = layout.brick_part_index(box)
-        saved = ckpt.read_chunk(stages[0], slab_id, layout, box) if slab_id in done[stages[0]] else None
+        saved = ckpt.read_chunk(stages[0], slab_id, box) if slab_id in done[stages[0]] else None
         extras = ckpt.read_chunk_extras(stages[0], slab_id) if saved is not None else None
         counts = extras.get("ood") if extras and ranged else None
         later_missing = any(slab_id not in done[stage] for stage in stages[1:])
@@ -243,7 +245,7 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
             ldos[rows] = saved.reshape(len(rows), model.n_energies)
             restored.append(slab_id)
         elif ckpt:
-            ckpt.write_chunk(stages[0], slab_id, ldos[rows], layout, box, units="states/(eV Angstrom^3)",
+            ckpt.write_chunk(stages[0], slab_id, ldos[rows], box, units="states/(eV Angstrom^3)",
                              extras={"ood": counts} if ranged else None)
             fault_injection_point("inference_chunk")
         if ranged:
@@ -255,23 +257,23 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
     return ldos, inputs, out_of_range_from_totals(ood_totals) if ranged else None
 
 
-def member_ldos(model, inputs, layout, cfg, device, ckpt, comm, member):
+def member_ldos(model, inputs, layout, cfg, device, ckpt, member):
     """LDOS (n_local, n_e) float32 of ensemble member ``member`` >= 1 from the shared network inputs
     (n_local, n_desc) float32, slab by slab as :func:`streamed_ldos` (checkpoint stage ``ldos_member<k>``)."""
     ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
     stage = _stage_name(model, member)
     done = set(ckpt.done_chunks(stage)) if ckpt else set()
     label = f"LDOS inference, member {member + 1}/{model.n_members} (rank 0)"
-    bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not comm.is_root, mininterval=2.0)
+    bar = tqdm(total=layout.n_local, desc=label, unit="pt", disable=not layout.comm.is_root, mininterval=2.0)
     for slab_id, box in enumerate(ldos_slabs(layout, cfg, ckpt)):
         rows = layout.brick_part_index(box)
-        saved = ckpt.read_chunk(stage, slab_id, layout, box) if slab_id in done else None
+        saved = ckpt.read_chunk(stage, slab_id, box) if slab_id in done else None
         if saved is None:
             for piece in batches(rows, cfg.model.batch_size):
                 ldos[piece] = predict_ldos(model, inputs[piece], cfg.model.batch_size, device, member=member, scaled=True)
                 bar.update(len(piece))
             if ckpt:
-                ckpt.write_chunk(stage, slab_id, ldos[rows], layout, box, units="states/(eV Angstrom^3)")
+                ckpt.write_chunk(stage, slab_id, ldos[rows], box, units="states/(eV Angstrom^3)")
                 fault_injection_point("inference_chunk")
         else:
             ldos[rows] = saved.reshape(len(rows), model.n_energies)
@@ -291,7 +293,7 @@ def run_predict(cfg, comm):
         model = load_model(cfg.model.file)
         layout = GridLayout.distribute(cfg.grid.shape, comm)
         device = select_device(cfg.model.device, comm, "model.device")
-        ckpt = open_checkpoint(cfg, setup, backend, comm)
+        ckpt = open_checkpoint(cfg, setup, backend, layout)
         if comm.is_root and ckpt:  # until the output is complete, a .partial marks the run as unfinished (resumable)
             partial_path(cfg.output.file).touch()
     log.info(
@@ -300,14 +302,14 @@ def run_predict(cfg, comm):
         len(system.energies), system.temperature, system.n_electrons, device, ", checkpointing" if ckpt else "",
     )
 
-    ldos, inputs, ood = streamed_ldos(model, system, layout, setup.snap_params, backend, cfg, device, ckpt, comm, timer)
+    ldos, inputs, ood = streamed_ldos(model, system, layout, setup.snap_params, backend, cfg, device, ckpt, timer)
     warn_out_of_range(ood, cfg.model.ood_warning_fraction)
     analyses = MemberAnalyses(keep_ldos=cfg.output.write_ldos)
     members = [None] if model.n_members == 1 else range(model.n_members)
     for member in members:  # the network inputs are shared; each member's LDOS is analysed in full
         if member:
             with timer.stage("inference"):
-                ldos = member_ldos(model, inputs, layout, cfg, device, ckpt, comm, member)
+                ldos = member_ldos(model, inputs, layout, cfg, device, ckpt, member)
         if member in (None, model.n_members - 1):
             inputs = None
         with timer.stage("integrals"):

@@ -30,20 +30,20 @@ def main():
     comm = Comm.world()
     layout = GridLayout.distribute(shape, comm)
     fingerprint, items = inputs(shape)
-    ckpt = checkpoint.Checkpoint(path, comm, fingerprint, items)
-    ckpt.write_stage("good", known(layout, 3), layout)
+    ckpt = checkpoint.Checkpoint(path, layout, fingerprint, items)
+    ckpt.write_stage("good", known(layout, 3))
     if when == "after_data":
-        real_io = checkpoint._io
+        real_io = checkpoint.box_io
 
         def io_then_die(dset, start, count, buf, write, comm_):
             real_io(dset, start, count, buf, write, comm_)
             dset.file.flush()
             die(comm_)
 
-        checkpoint._io = io_then_die
+        checkpoint.box_io = io_then_die
     else:
-        checkpoint._commit = lambda tmp, final, comm_: die(comm_)
-    ckpt.write_stage("bad", known(layout, 3), layout)
+        checkpoint.commit_rename = lambda tmp, final, comm_: die(comm_)
+    ckpt.write_stage("bad", known(layout, 3))
     raise AssertionError("not killed")
 
 
