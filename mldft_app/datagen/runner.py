@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserInputError
+from ..io.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,7 @@ def is_done(workdir, step):
 
 def mark_done(workdir, step, note=""):
     """Write the marker of ``step`` (after the step has completed), atomically."""
-    path = marker(workdir, step)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(note + "\n")
-    os.replace(tmp, path)
+    write_text(marker(workdir, step), note + "\n")
 
 
 def clear_markers(workdir, steps):

@@ -21,7 +21,6 @@ without touching the rest of the file. Points are flattened in C order (x slowes
 """
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -30,6 +29,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserInputError
 from ..units import CONSTANTS
+from .atomic import atomic_path, partial_path
 
 FORMAT = "mldft_app.snapshot"
 FORMAT_VERSION = 1
@@ -122,15 +122,9 @@ def write_snapshot(
     _check_arrays(descriptors.shape, ldos.shape, energies, np.shape(cell), positions.shape, numbers.shape)
     if reference_forces is not None and np.shape(reference_forces) != positions.shape:
         raise ValueError(f"reference_forces shape {np.shape(reference_forces)} != positions shape {positions.shape}")
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")  # a file with the final name is always whole
-    try:
+    with atomic_path(path, partial_path(path)) as partial:  # a file with the final name is always whole
         _write_snapshot_file(partial, descriptors, ldos, energies, cell, positions, numbers, temperature, n_electrons,
                              descriptor_params, source, reference, reference_forces)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, path)
 
 
 def _write_snapshot_file(path, descriptors, ldos, energies, cell, positions, numbers, temperature, n_electrons,

@@ -23,6 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import atomic_path, write_text
+
 
 XDMF_TYPES = {"f": "Float", "i": "Int", "u": "UInt"}
 
@@ -76,13 +78,11 @@ def write_geometry(path, cell, shape, origin=(0.0, 0.0, 0.0), dataset="xyz"):
     nx, ny, nz = (int(n) for n in shape)
     frac_j, frac_k = np.meshgrid(np.arange(ny) / ny, np.arange(nz) / nz, indexing="ij")
     plane = frac_j.reshape(-1, 1) * cell[1] + frac_k.reshape(-1, 1) * cell[2] + np.asarray(origin, dtype=np.float64)
-    tmp = Path(str(path) + ".tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as written, h5py.File(written, "w") as h5:
         dset = h5.create_dataset(dataset, shape=(nx * ny * nz, 3), dtype=np.float32, chunks=(ny * nz, 3))
         dset.attrs["units"] = "Angstrom"
         for i in range(nx):
             dset[i * ny * nz:(i + 1) * ny * nz] = (plane + (i / nx) * cell[0]).astype(np.float32)
-    os.replace(tmp, path)
 
 
 def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0), name="grid"):
@@ -135,7 +135,5 @@ def write_xdmf(h5_path, xdmf_path, datasets, cell, shape, origin=(0.0, 0.0, 0.0)
             _add_attributes(grid, path.strip("/"), dset.shape, dset.dtype, f"{relative}:/{path.strip('/')}")
 
     ET.indent(root)
-    tmp = xdmf_path.with_name(xdmf_path.name + ".tmp")
-    tmp.write_text('<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n' + ET.tostring(root, encoding="unicode") + "\n")
-    os.replace(tmp, xdmf_path)
+    write_text(xdmf_path, '<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n' + ET.tostring(root, encoding="unicode") + "\n")
     return xdmf_path

@@ -13,8 +13,8 @@ The state holds the network, optimizer and scheduler state dicts, the early-stop
 best weights so far, the history and the torch RNG state (see :mod:`.training`). Tensors are
 stored bit for bit, so a resumed run continues exactly where the checkpointed one was.
 
-Atomicity: rank 0 writes ``<path>.tmp``, closes and fsyncs it, then renames it to ``<path>``
-(os.replace), so a file with the final name is always whole, even after SIGKILL.
+Atomicity: rank 0 writes the file through :func:`mldft_app.io.atomic.atomic_path` (``<path>.tmp``,
+fsync, rename), so a file with the final name is always whole, even after SIGKILL.
 
 The fingerprint is the sha256 of the items: the hyperparameters, the data (files, regions,
 training-data statistics) and the loading mode. A checkpoint whose fingerprint differs from the
@@ -23,7 +23,6 @@ run's is refused with a message naming the items that differ.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -32,6 +31,7 @@ import torch
 
 from .. import __version__
 from ..errors import UserInputError
+from ..io.atomic import atomic_path
 
 FORMAT = "mldft_app.train_checkpoint"
 FORMAT_VERSION = 1
@@ -125,25 +125,12 @@ def _read_tree(node):
 
 def save_checkpoint(path, state, epoch, hashes):
     """Write ``state`` (a tree of dicts, lists, tensors and plain values) atomically to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as written, h5py.File(written, "w") as f:
         f.attrs.update(
             format=FORMAT, format_version=FORMAT_VERSION, code_version=__version__, epoch=int(epoch),
             fingerprint=fingerprint(hashes), items=json.dumps(hashes, sort_keys=True),
         )
         _write_tree(f, "state", state)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def checkpoint_epoch(path):

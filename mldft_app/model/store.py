@@ -27,7 +27,6 @@ Since format version 2 (version 1 files load unchanged, as single networks witho
                              descriptors' range per feature (raw units), or None
 """
 
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..io.atomic import atomic_path
 from ..io.snapshot import LDOS_UNITS, canonical_params
 from ..errors import UserInputError
 from .network import LdosNetwork
@@ -188,10 +188,8 @@ def save_model(path, trained_model):
         "descriptor_range": None if model.descriptor_range is None else model.descriptor_range.state_dict(),
         "units": {"energies": "eV", "ldos": LDOS_UNITS, "temperatures": "K"},
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as written:
+        torch.save(payload, written)
 
 
 def _state(network):

@@ -23,7 +23,6 @@ of the communicator (the convert task's code).
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import yaml
 from .. import config as config_mod
 from ..datagen import md, qe_inputs, runner
 from ..energy.upf import read_upf
+from ..io.atomic import atomic_path, commit, partial_path
 from ..io.qe import read_pw_output
 from ..io.snapshot import open_snapshot
 from ..errors import UserInputError
@@ -243,9 +243,8 @@ def ensure_md(paths, set_name, recipe):
         if not np.allclose(old.get_positions(), new.get_positions(), atol=1e-6):
             raise RuntimeError(f"the MD of {set_dir} did not reproduce its stored snapshots; "
                                "add a new set (other seed) instead of growing this one")
-    tmp = structures.with_name(structures.name + ".tmp")
-    ase.io.write(tmp, snapshots, format="extxyz", parallel=False)
-    os.replace(tmp, structures)
+    with atomic_path(structures) as written:
+        ase.io.write(written, snapshots, format="extxyz", parallel=False)
     runner.mark_done(set_dir, "md", json.dumps(stamp, sort_keys=True))
     return snapshots, time.perf_counter() - start
 
@@ -320,14 +319,10 @@ def convert_input(cfg, paths, task):
     )
 
 
-def partial_path(path):
-    return Path(path).with_name(Path(path).name + ".partial")
-
-
 def finish_snapshot(cfg, paths, task):
     """After convert: move the file into place, mark it, and drop the large QE files unless kept."""
     final, workdir = paths.snapshot(task), paths.workdir(task)
-    os.replace(partial_path(final), final)
+    commit(partial_path(final), final)
     with open_snapshot(final):
         pass
     runner.mark_done(workdir, "converted", str(final))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..device import select_device
+from ..io.atomic import temporary_path
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
 from ..model.training import member_checkpoint, train_model
@@ -30,7 +31,7 @@ def check_files(cfg):
     inputs = {f"snapshots[{i}]": p for i, p in enumerate(cfg.snapshots)}
     inputs.update({f"validation_snapshots[{i}]": p for i, p in enumerate(cfg.validation_snapshots)})
     model_file = Path(cfg.model_file)
-    outputs = {"model_file": model_file, "model_file's temporary file": model_file.with_name(model_file.name + ".tmp")}
+    outputs = {"model_file": model_file, "model_file's temporary file": temporary_path(model_file)}
     size = cfg.training.ensemble_size
     for k in range(size):
         outputs[f"training.checkpoint_file{f' of member {k}' if size > 1 else ''}"] = member_checkpoint(checkpoint_path(cfg), k, size)
