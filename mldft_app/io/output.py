@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import UserInputError
 from ..parallel import shorten
 from ..units import CONSTANTS
+from .atomic import commit, partial_path
 from .hdf5 import ABANDONED_FILES, is_io_error
 from .plots import plot_paths
 
@@ -104,12 +105,6 @@ def result_files(output_cfg, n_ranks):
         for rank in range(n_ranks):
             files[f"output.file's rank file {rank}"] = rank_file_path(path, rank)
     return files
-
-
-def partial_path(path):
-    """Where the output ``path`` is written until it is complete."""
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
 
 
 def rank_file_path(path, rank):
@@ -380,7 +375,7 @@ class OutputFile:
             self.rank_file.close()
         self.comm.barrier()
         if complete and self.comm.is_root:
-            os.replace(self.partial, self.path)
+            commit(self.partial, self.path)
         self.comm.barrier()
 
     def write_field(self, name, local, layout, units, dtype=np.float64):

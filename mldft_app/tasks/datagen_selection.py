@@ -15,13 +15,13 @@ the new model ranks); remove the file to rank a set again.
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
+from ..io.atomic import write_text
 from ..io.fingerprint import file_sha256
 from ..ldos.analysis import analyse_ldos
 from ..ldos.system import ElectronicSystem, ionic_from_pseudopotentials
@@ -117,9 +117,7 @@ def ensure_selection(set_dir, structures, n_select, active_learning, pseudopoten
         record = {"stamp": stamp, "selected": selected, "units": "eV/atom",
                   "candidates": [{"index": i, "total_energy_mean": float(m), "total_energy_sigma": float(s)}
                                  for i, (m, s) in enumerate(zip(mean, sigma))]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(record, indent=1))
 
     checked_on_root(comm, write)
     return selected

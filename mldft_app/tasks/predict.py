@@ -15,9 +15,9 @@ from .. import config as config_mod
 from ..decomposition import GridLayout, plane_chunks, process_grid
 from ..descriptors import AUTO, STREAMING_BACKENDS, SnapParams, compute_descriptors, resolve_backend, row_source
 from ..device import select_device
+from ..io.atomic import partial_path
 from ..io.checkpoint import Checkpoint
 from ..io.fingerprint import file_sha256, fingerprint_items, input_fingerprint
-from ..io.output import partial_path
 from ..energy.forces import member_energies_and_forces
 from ..io.results import print_summary, write_results
 from ..ldos.analysis import analyse_ldos
