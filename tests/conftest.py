@@ -1,4 +1,6 @@
-"""Shared test helpers: paths to the repo, the shipped reference data and the venv's MPI launcher."""
+"""Shared test helpers: paths to the repo, the shipped reference data, jobs under the venv's MPI launcher
+(the CLI, or a rank program of a test module: :func:`mpi_ranks.rank_program`) and the plugin that runs
+``@pytest.mark.mpi(ranks=N)`` test functions on real ranks (``mpi_ranks.py``)."""
 
 import subprocess
 import sys
@@ -39,11 +41,6 @@ def mpirun_job(args, n_ranks=2, timeout=3 * HANG_GUARD_S):
 def rank_statuses(proc):
     """Sorted "[rank r exit s]" lines of an :func:`mpirun_job`."""
     return sorted(line for line in proc.stderr.splitlines() if line.startswith("[rank "))
-
-
-def python_mpi(n_ranks, script, *script_args, **kwargs):
-    """Run a Python script of tests/mpi_scripts under mpirun."""
-    return run_mpi(n_ranks, [sys.executable, REPO / "tests" / "mpi_scripts" / script, *script_args], **kwargs)
 
 
 def app_mpi(n_ranks, input_file, **kwargs):

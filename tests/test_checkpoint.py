@@ -6,16 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import python_mpi
-from mldft_app.decomposition import GridLayout
-from mldft_app.errors import UserInputError
+from conftest import run_mpi
+from mldft_app.decomposition import GridLayout, plane_chunks
+from mldft_app.errors import CollectiveInputError, UserInputError
 from mldft_app.io.checkpoint import Checkpoint
 from mldft_app.io.checksum import global_checksum, local_checksum
 from mldft_app.io.fingerprint import fingerprint_items, input_fingerprint
 from mldft_app.parallel import Comm
+from mpi_ranks import rank_program
 
 SHAPE = (7, 5, 6)
-GRID_ARGS = [str(n) for n in SHAPE]
 BASE = dict(structure_positions=np.zeros((2, 3)), cell=np.eye(3) * 4.05, numbers=[13, 13], grid_shape=SHAPE,
             model_file_bytes_hash="abc", descriptor_params={"twojmax": 10, "rcutfac": 4.67637}, extra={"temperature": 933.0})
 
@@ -114,21 +114,103 @@ def test_damaged_stage_file_is_ignored_with_a_warning(serial_ckpt, caplog, damag
     assert "damaged" in caplog.text and not stage_file.exists()
 
 
-@pytest.mark.mpi
+# --- real MPI -------------------------------------------------------------------------------------
+
+
+def write_stages(path, layout, chunks):
+    """Stages "vec" (n_local, 4) float64 and "scalar" (n_local,) float32, and every chunk but the last of
+    stage "slabs" (x-slabs ``chunks``, (n, 2) float64), as a run on ``layout``'s ranks writes them."""
+    ckpt = Checkpoint(path, layout, input_fingerprint(**BASE), fingerprint_items(**BASE))
+    ckpt.write_stage("vec", known(layout, 4), units="1")
+    ckpt.write_stage("scalar", known(layout, 1)[:, 0].astype(np.float32))
+    for chunk_id, box in enumerate(chunks[:-1]):
+        ckpt.write_chunk("slabs", chunk_id, known(layout)[layout.brick_part_index(box)], box)
+    assert ckpt.done_chunks("slabs") == list(range(len(chunks) - 1))
+
+
+def read_stages(path, layout, chunks):
+    """Every value written by :func:`write_stages` read back on ``layout``'s ranks; the last chunk is not done."""
+    ckpt = Checkpoint(path, layout, input_fingerprint(**BASE), fingerprint_items(**BASE))
+    assert np.array_equal(ckpt.read_stage("vec"), known(layout, 4))
+    scalar = ckpt.read_stage("scalar")
+    assert scalar.dtype == np.float32 and np.array_equal(scalar, known(layout, 1)[:, 0].astype(np.float32))
+    assert ckpt.read_stage("missing") is None
+    assert ckpt.done_chunks("slabs") == list(range(len(chunks) - 1))
+    for chunk_id in ckpt.done_chunks("slabs"):
+        part = ckpt.read_chunk("slabs", chunk_id)
+        assert np.array_equal(part, known(layout)[layout.brick_part_index(chunks[chunk_id])]), chunk_id
+    assert ckpt.read_chunk("slabs", len(chunks) - 1) is None
+
+
+@pytest.mark.mpi(ranks=2)
 @pytest.mark.parametrize("writers,readers", [(2, 1), (1, 2)])
-def test_written_on_n_ranks_read_on_m(tmp_path, writers, readers):
-    path = str(tmp_path / "run.ckpt")
-    assert "write ok" in python_mpi(writers, "checkpoint_roundtrip.py", "write", path, *GRID_ARGS, timeout=60).stdout
-    assert "read ok" in python_mpi(readers, "checkpoint_roundtrip.py", "read", path, *GRID_ARGS, timeout=60).stdout
-    proc = python_mpi(2, "checkpoint_roundtrip.py", "foreign", path, *GRID_ARGS, timeout=60)
-    assert proc.stdout.count("refused: checkpoint") == 2 and "differing: model file" in proc.stdout
+def test_written_on_n_ranks_read_on_m(mpi_tmp_path, writers, readers):
+    """Written on 2 ranks and read on 1 (rank 0 alone), or the reverse; then opened on both ranks with
+    another model: refused on every rank, naming the differing item."""
+    comm = Comm.world()
+    path = mpi_tmp_path / "run.ckpt"
+    chunks = plane_chunks(SHAPE, 3)
+    layouts = {2: GridLayout.distribute(SHAPE, comm), 1: GridLayout.distribute(SHAPE, Comm())}
+    if writers == 2 or comm.is_root:
+        write_stages(path, layouts[writers], chunks)
+    comm.idle_barrier()
+    if readers == 2 or comm.is_root:
+        read_stages(path, layouts[readers], chunks)
+    comm.idle_barrier()
+    other = {**BASE, "model_file_bytes_hash": "another model"}
+    with pytest.raises(CollectiveInputError, match=r"belongs to a run with other inputs \(differing: model file\)"):
+        Checkpoint(path, layouts[2], input_fingerprint(**other), fingerprint_items(**other))
+
+
+def kill_during_stage_write(path, when):
+    """Rank program: finish stage "good", then SIGKILL rank 0 in the middle of writing stage "bad".
+
+    ``when`` after_data: the data of "bad" are written but its HDF5 file is still open; before_rename: its
+    file is closed but not yet renamed to the final name (the marker). The launcher ends the other ranks.
+    """
+    import os
+    import signal
+
+    from mldft_app.io import checkpoint
+
+    comm = Comm.world()
+    layout = GridLayout.distribute(SHAPE, comm)
+    ckpt = Checkpoint(path, layout, input_fingerprint(**BASE), fingerprint_items(**BASE))
+    ckpt.write_stage("good", known(layout, 3))
+
+    def die(comm_):
+        comm_.barrier()
+        if comm_.is_root:
+            os.kill(os.getpid(), signal.SIGKILL)
+        comm_.barrier()  # the other ranks wait here until the launcher ends them
+
+    if when == "after_data":
+        real_io = checkpoint.box_io
+
+        def io_then_die(dset, start, count, buf, write, comm_):
+            real_io(dset, start, count, buf, write, comm_)
+            dset.file.flush()
+            die(comm_)
+
+        checkpoint.box_io = io_then_die
+    else:
+        checkpoint.commit_rename = lambda tmp, final, comm_: die(comm_)
+    ckpt.write_stage("bad", known(layout, 3))
+    raise AssertionError("not killed")
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("when", ["after_data", "before_rename"])
 def test_sigkill_during_a_stage_write_leaves_it_unused(tmp_path, when):
-    path = str(tmp_path / "run.ckpt")
-    proc = python_mpi(2, "checkpoint_kill.py", path, *GRID_ARGS, when, timeout=60, check=False)
-    assert proc.returncode != 0
+    """A 2-rank job killed while writing stage "bad": "good" is used, "bad" is not, and a rerun (here one
+    rank) writes "bad" again over the leftover temporary file."""
+    path = tmp_path / "run.ckpt"
+    proc = run_mpi(2, rank_program(kill_during_stage_write, path, when), timeout=60, check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
     assert (tmp_path / "run.ckpt.good.h5").is_file() and not (tmp_path / "run.ckpt.bad.h5").exists()
-    assert "after kill ok" in python_mpi(1, "checkpoint_after_kill.py", path, *GRID_ARGS, timeout=60).stdout
+    layout = GridLayout.distribute(SHAPE, Comm())
+    ckpt = Checkpoint(path, layout, input_fingerprint(**BASE), fingerprint_items(**BASE))
+    assert ckpt.read_stage("bad") is None
+    assert np.array_equal(ckpt.read_stage("good"), known(layout, 3))
+    ckpt.write_stage("bad", known(layout, 3))
+    assert np.array_equal(ckpt.read_stage("bad"), known(layout, 3))
