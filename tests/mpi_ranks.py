@@ -106,7 +106,7 @@ class Group:
 
     def __init__(self, config, ranks):
         self.config, self.ranks = config, ranks
-        self.nodeids, self.timeouts, self.results, self.jobs = [], {}, {}, 0
+        self.nodeids, self.timeouts, self.results = [], {}, {}
 
     def add(self, nodeid, timeout):
         self.nodeids.append(nodeid)
@@ -119,7 +119,6 @@ class Group:
         return self.results[nodeid]
 
     def run_job(self, nodeids):
-        self.jobs += 1
         directory = self.config._tmp_path_factory.mktemp("mpi_ranks")
         timeout = JOB_START_S + sum(self.timeouts[n] for n in nodeids)
         rootdir = self.config.rootpath  # node ids are relative to it
@@ -135,6 +134,9 @@ class Group:
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
             ending = f"the job ({self.ranks} ranks) was killed after {timeout:.0f} s"
+        except BaseException:  # e.g. Ctrl-C: the job runs in its own session and would outlive this process
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         reports = read_reports(directory, self.ranks)
         if not any(reports[r] for r in range(self.ranks)):  # no test started: the job could not start or collect
             for nodeid in nodeids:
