@@ -20,10 +20,11 @@ RANK_STATUS = '"$0" "$@"; rc=$?; echo "[rank ${PMI_RANK:-?} exit $rc]" >&2; exit
 """bash wrapper: each rank runs the command as a child, with the rank's PMI environment, and reports its exit status."""
 
 
-def run_mpi(n_ranks, args, timeout=300, cwd=None, check=True):
-    """Run ``mpirun -n n_ranks <args>`` with the venv's MPICH; return the CompletedProcess."""
+def run_mpi(n_ranks, args, timeout=300, cwd=None, check=True, env=None):
+    """Run ``mpirun -n n_ranks <args>`` with the venv's MPICH (``env``: extra environment variables);
+    return the CompletedProcess."""
     cmd = [str(MPIRUN), "-n", str(n_ranks), *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=mpi_environment())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=mpi_environment(**(env or {})))
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -6,8 +6,6 @@ exactly 0 and their mean the single network's prediction) and three members with
 """
 
 import copy
-import os
-import subprocess
 
 import h5py
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import MPIRUN, REPO, app_mpi
+from conftest import REPO, app_mpi, run_mpi
 from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import SnapParams, compute_descriptors
 from mldft_app.model.store import load_model, save_model
@@ -134,10 +132,7 @@ def test_ensemble_run_killed_in_the_integrals_resumes_bit_for_bit(tmp_path):
         data["output"].update(restart=restart, checkpoint_chunks=2, file=str(tmp_path / f"{name}.h5"))
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data))
-        env = {k: v for k, v in os.environ.items() if k != FAULT_INJECTION_VARIABLE}
-        env.update({FAULT_INJECTION_VARIABLE: fault} if fault else {}, OMP_NUM_THREADS="1")
-        return subprocess.run([str(MPIRUN), "-n", "2", str(app), str(path)], capture_output=True, text=True,
-                              timeout=300, env=env)
+        return run_mpi(2, [app, path], timeout=300, check=False, env={FAULT_INJECTION_VARIABLE: fault} if fault else None)
 
     assert run("plain", "never").returncode == 0
     assert run("killed", "auto", fault="integrals").returncode != 0
