@@ -48,7 +48,7 @@ def claimed_output(cfg):
 def read_input(path, restart):
     """Rank 0: (validated config, output lock); UserInputError for anything wrong with the input."""
     from .config import load_config
-    from .io.output import OutputLock
+    from .io.lock import OutputLock
 
     cfg = load_config(path)
     if restart:
@@ -95,7 +95,7 @@ def main(argv=None):
         return 0
     comm = Comm.world()
     setup_logging(comm, args.verbose)
-    from .io.output import release_lock_file
+    from .io.lock import release_lock_file
 
     cfg, lock, error = None, None, None
     if comm.is_root:

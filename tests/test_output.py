@@ -4,7 +4,7 @@ import pytest
 
 from mldft_app.decomposition import GridLayout
 from mldft_app.errors import UserInputError
-from mldft_app.io.output import OutputFile, check_output_path, write_decomposition
+from mldft_app.io.output import check_output_path, open_output, write_decomposition
 from mldft_app.parallel import Comm
 
 
@@ -23,9 +23,9 @@ def write_and_read_back(directory, shape, mode, compression=None):
     path = directory / "out.h5"
     layout = GridLayout.distribute(shape, comm)
     local = known_field(layout.local_indices(), shape)
-    with OutputFile(path, comm, mode=mode, compression=compression) as out:
-        out.write_field("field", local, layout, "1")
-        out.write_field("vector", np.stack([local, -local], axis=1), layout, "1", dtype=np.float32)
+    with open_output(path, layout, mode=mode, compression=compression) as out:
+        out.write_field("field", local, "1")
+        out.write_field("vector", np.stack([local, -local], axis=1), "1", dtype=np.float32)
         out.write_array("scalar", 3.5, "eV")
         out.write_strings("names", ["Al", "Cu", "density"])
         write_decomposition(out, layout)
@@ -42,6 +42,7 @@ def write_and_read_back(directory, shape, mode, compression=None):
             assert h5["scalar"][()] == 3.5 and h5["scalar"].attrs["units"] == "eV"
             assert h5["decomposition/bricks"].shape == (comm.size, 2, 3)
             assert h5.attrs["n_ranks"] == comm.size
+            assert h5.attrs["io_mode"] == ("serial" if comm.size == 1 else "mpio" if mode == "auto" else mode)
         assert not (directory / "out.h5.partial").exists()
         rank_files = sorted(p.name for p in directory.glob("out.h5.rank*.h5"))
         assert rank_files == ([f"out.h5.rank{r:04d}.h5" for r in range(comm.size)] if mode == "virtual" else [])

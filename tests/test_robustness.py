@@ -16,7 +16,7 @@ import yaml
 
 from conftest import HANG_GUARD_S, MPIRUN, mpirun_job, rank_statuses
 from mldft_app.decomposition import GridLayout
-from mldft_app.io.output import OutputFile
+from mldft_app.io.output import open_output
 from mldft_app.parallel import Comm, checked_on_root, run_or_abort
 from mpi_ranks import mpi_environment, rank_program
 
@@ -72,8 +72,8 @@ def write_error(directory):
 def write_big_field(comm, path):
     layout = GridLayout.distribute((32, 32, 32), comm)
     values = np.random.default_rng(comm.rank).random((layout.n_local, 64))  # 16 MiB of float64 in all
-    with OutputFile(path, comm, mode="mpio") as out:
-        out.write_field("big", values, layout, "1")
+    with open_output(path, layout, mode="mpio") as out:
+        out.write_field("big", values, "1")
     print(f"rank {comm.rank}: the write completed", flush=True)
 
 

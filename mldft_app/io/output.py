@@ -1,19 +1,15 @@
-"""The run's HDF5 output file, written collectively by all ranks (h5py ``driver="mpio"``).
+"""The run's HDF5 output file, written by all ranks, and the checks of the files a run will write.
 
 Grid fields are global datasets (nx, ny, nz[, ...]) that each rank fills with its own brick, so the
-file looks the same whatever the number of ranks. Small arrays and scalars are written by rank 0;
-dataset and attribute creation is collective (every rank makes the same calls). The file is written
-under a temporary name and renamed when complete, so a file with the final name is always whole.
-Every dataset carries a ``units`` attribute.
+file looks the same whatever the number of ranks; how the ranks write it is a strategy class
+(:func:`open_output`: one plain file, one collective mpio file, or per-rank files joined by virtual
+datasets). Small arrays and scalars are written by rank 0. The file is written under a temporary name
+and renamed when complete, so a file with the final name is always whole. Every dataset carries a
+``units`` attribute.
 """
 
-import json
 import logging
 import os
-import socket
-import threading
-import time
-import uuid
 from pathlib import Path
 
 import h5py
@@ -21,10 +17,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserInputError
-from ..parallel import shorten
+from ..parallel import Comm
 from ..units import CONSTANTS
 from .atomic import commit, partial_path
-from .hdf5 import ABANDONED_FILES, is_io_error
+from .hdf5 import abandon, io_failure, is_io_error, open_file
 from .plots import plot_paths
 
 log = logging.getLogger(__name__)
@@ -162,171 +158,70 @@ def result_size_bytes(n_points, n_energies, n_atoms, output_cfg):
     return n_bytes + (1 << 20) + n_energies * 16
 
 
-LOCK_HEARTBEAT_S = 30.0
-"""How often the run holding an output lock refreshes its time stamp."""
-
-LOCK_STALE_S = 300.0
-"""A lock not refreshed for this long belongs to a run that has ended (e.g. killed on another node)."""
-
-
-def lock_path(output):
-    """The lock file of ``output``: ``<output>.lock``."""
-    output = Path(output)
-    return output.with_name(output.name + ".lock")
-
-
-class OutputLock:
-    """One run's exclusive claim of an output: the file ``<output>.lock`` holding host, pid and start time.
-
-    Created with O_CREAT | O_EXCL (atomic also on NFS v3+ and parallel file systems), so of two runs
-    on one output the second is refused with a message naming the first. A lock is stale, and is
-    replaced with a warning, when its process on this host has ended or when it was not refreshed
-    for :data:`LOCK_STALE_S` seconds (the holder refreshes it every :data:`LOCK_HEARTBEAT_S`).
-    """
-
-    def __init__(self, path, token):
-        self.path = Path(path)
-        self.token = token
-        self._stop = threading.Event()
-        self._thread = None
-
-    @classmethod
-    def acquire(cls, output):
-        """Take the lock of ``output`` (a file or directory path) or raise UserInputError naming its holder."""
-        path = lock_path(output)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserInputError(f"cannot create output directory {path.parent}: {err.strerror}") from None
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "token": uuid.uuid4().hex, "output": str(output)}
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read_lock(path)
-                reason = stale_reason(path, holder)
-                if reason is None:
-                    raise UserInputError(
-                        f"output {output} is in use by another run (host {holder.get('host', '?')}, pid "
-                        f"{holder.get('pid', '?')}, started {holder.get('started', '?')}; lock file {path}): wait "
-                        "for it to end, or delete the lock file if that run no longer exists"
-                    ) from None
-                log.warning("replacing the stale lock %s (%s)", path, reason)
-                path.unlink(missing_ok=True)
-                continue
-            except OSError as err:
-                raise UserInputError(f"cannot create the lock file {path}: {err.strerror}") from None
-            with os.fdopen(fd, "w") as stream:
-                json.dump(info, stream)
-            lock = cls(path, info["token"])
-            lock.start_heartbeat()
-            return lock
-        raise UserInputError(f"cannot take the lock file {path}: other runs keep taking it")
-
-    def start_heartbeat(self):
-        """Refresh the lock's time stamp every LOCK_HEARTBEAT_S seconds (daemon thread) until released."""
-
-        def beat():
-            while not self._stop.wait(LOCK_HEARTBEAT_S):
-                if read_lock(self.path).get("token") != self.token:
-                    return
-                try:
-                    os.utime(self.path)
-                except OSError:
-                    return
-
-        self._thread = threading.Thread(target=beat, name="output-lock-heartbeat", daemon=True)
-        self._thread.start()
-
-    def release(self):
-        """Remove the lock if it is still ours (idempotent)."""
-        self._stop.set()
-        release_lock_file(self.path, self.token)
-
-
-def read_lock(path):
-    """The lock file's content as a dict ({} if unreadable or being written)."""
-    try:
-        content = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
-def stale_reason(path, holder):
-    """Why the lock at ``path`` (content ``holder``) belongs to no running job, or None if it may be live."""
-    try:
-        age = time.time() - Path(path).stat().st_mtime
-    except OSError:
-        return "it vanished"
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            return f"its process {holder['pid']} on this host has ended"
-        except PermissionError:
-            pass
-    if age > LOCK_STALE_S:
-        return f"not refreshed for {age:.0f} s"
-    return None
-
-
-def release_lock_file(path, token):
-    """Delete the lock file ``path`` if it holds ``token`` (a run never removes another run's lock)."""
-    if read_lock(path).get("token") == token:
-        Path(path).unlink(missing_ok=True)
-
-
-class OutputFile:
-    """Collective HDF5 writer for one run (context manager).
+def open_output(path, layout, mode="auto", compression=None):
+    """The run's output file as the writer class of its parallel I/O mode (a context manager).
 
     Parameters
     ----------
     path : str or Path
-        Final file name; data go to ``<path>.partial`` until :meth:`close` renames it.
-    comm : parallel.Comm
+        Final file name; data go to ``<path>.partial`` until :meth:`OutputFile.close` renames it.
+    layout : decomposition.GridLayout
+        The bricks the grid fields are written from, and their communicator (``layout.comm``).
     mode : {"auto", "mpio", "virtual"}
         How several ranks write grid fields: ``mpio`` = one file written collectively (parallel
-        HDF5); ``virtual`` = each rank writes its bricks to ``<path>.rankNNNN.h5`` and the main file
-        joins them with HDF5 virtual datasets (the same logical file; keep the rank files beside it);
-        ``auto`` = mpio when h5py has MPI support, else virtual with a warning. One rank: a plain file.
+        HDF5, :class:`MpioOutput`); ``virtual`` = each rank writes its bricks to ``<path>.rankNNNN.h5``
+        and the main file joins them with HDF5 virtual datasets (the same logical file; keep the rank
+        files beside it, or ``mldft_app merge`` them; :class:`VirtualOutput`); ``auto`` = mpio when h5py
+        has MPI support, else virtual with a warning. One rank: a plain file (:class:`SerialOutput`).
     compression : None or "gzip"
         Compress grid fields (parallel HDF5 >= 1.10.2 compresses with collective writes).
     """
+    comm = layout.comm
+    if comm.size == 1:
+        return SerialOutput(path, layout, compression)
+    if mode == "auto":
+        if h5py.get_config().mpi:
+            return MpioOutput(path, layout, compression)
+        log.warning("h5py has no MPI support: writing one file per rank joined by virtual datasets "
+                    "(bin/setup-env builds h5py against parallel HDF5)")
+        return VirtualOutput(path, layout, compression)
+    if mode == "mpio":
+        if not h5py.get_config().mpi:
+            raise UserInputError("output.parallel_io: mpio needs h5py built against parallel HDF5 (bin/setup-env)")
+        return MpioOutput(path, layout, compression)
+    return VirtualOutput(path, layout, compression)
 
-    def __init__(self, path, comm, mode="auto", compression=None):
+
+class OutputFile:
+    """HDF5 writer for one run's output (context manager); one subclass per parallel I/O strategy.
+
+    Every file is opened through :func:`~mldft_app.io.hdf5.open_file` (collectively on the ranks that
+    share it). Small arrays and scalars go to the main file, written by rank 0; creating datasets,
+    groups and attributes there is collective among the ranks that hold it (:attr:`writes_main`).
+    Grid fields go through :meth:`write_field`, which each strategy implements in
+    :meth:`_write_grid`. Make one with :func:`open_output`.
+    """
+
+    mode = None
+    """The ``io_mode`` root attribute: ``serial``, ``mpio`` or ``virtual``."""
+
+    def __init__(self, path, layout, compression=None):
         self.path = Path(path)
-        self.compression = compression
         self.partial = partial_path(self.path)
-        self.comm = comm
-        self.mode = self._choose_mode(mode)
-        self.rank_file = None
-        if self.mode == "mpio":
-            self.h5 = h5py.File(self.partial, "w", driver="mpio", comm=comm.mpi)
-        else:  # serial, or virtual: rank 0 owns the main file, every rank its own brick file
-            self.h5 = h5py.File(self.partial, "w") if comm.is_root else None
-            if self.mode == "virtual":
-                self.rank_file = h5py.File(self.rank_file_name(comm.rank), "w")
-        self.set_attrs("/", code="mldft_app", code_version=__version__, n_ranks=comm.size, io_mode=self.mode,
+        self.layout = layout
+        self.comm = layout.comm
+        self.compression = compression
+        self.h5 = self._open_main()
+        self.set_attrs("/", code="mldft_app", code_version=__version__, n_ranks=self.comm.size, io_mode=self.mode,
                        **{f"constant_{name}": value for name, value in CONSTANTS.items()})
 
-    def _choose_mode(self, mode):
-        if self.comm.size == 1:
-            return "serial"
-        if mode == "auto":
-            if h5py.get_config().mpi:
-                return "mpio"
-            log.warning("h5py has no MPI support: writing one file per rank joined by virtual datasets "
-                        "(bin/setup-env builds h5py against parallel HDF5)")
-            return "virtual"
-        if mode == "mpio" and not h5py.get_config().mpi:
-            raise UserInputError("output.parallel_io: mpio needs h5py built against parallel HDF5 (bin/setup-env)")
-        return mode
+    def _open_main(self):
+        """The main file (``<path>.partial``) on the ranks that write it, else None: rank 0 alone by default."""
+        return open_file(self.partial, "w", Comm()) if self.comm.is_root else None
 
-    def rank_file_name(self, rank):
-        """The brick file of ``rank`` in virtual mode (beside the main file)."""
-        return rank_file_path(self.path, rank)
+    def _handles(self):
+        """The files this rank holds open."""
+        return [self.h5] if self.h5 is not None else []
 
     @property
     def writes_main(self):
@@ -342,43 +237,32 @@ class OutputFile:
             return
         self.discard()
         if is_io_error(exc):
-            raise UserInputError(f"writing {self.path} failed on rank {self.comm.rank}: "
-                                 f"{shorten(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc_type.__name__, 500)}") from None
+            raise io_failure(self.path, self.comm, exc) from None
 
     def discard(self):
         """After an error on this rank: delete the unfinished files, with no collective call.
 
         The other ranks may be anywhere (inside a collective write), so a collective close could hang;
-        the caller ends the job (run_or_abort). In mpio mode the HDF5 file is left open until the job
-        ends (closing it is collective, and so is h5py's close when the object is garbage-collected:
-        it is parked in :data:`ABANDONED_FILES`); unlinking it is still safe.
+        the caller ends the job (run_or_abort).
         """
-        if self.mode == "mpio":
-            ABANDONED_FILES.append(self.h5)
-        else:
-            for handle in (self.h5, self.rank_file):
-                if handle is not None:
-                    try:
-                        handle.close()
-                    except Exception as err:  # noqa: BLE001 - the original error matters, not this one
-                        log.debug("closing %s after an error: %s", handle, err)
+        for handle in self._handles():
+            try:
+                handle.close()
+            except Exception as err:  # noqa: BLE001 - the original error matters, not this one
+                log.debug("closing %s after an error: %s", handle, err)
         if self.comm.is_root:
             self.partial.unlink(missing_ok=True)
-        if self.rank_file is not None:
-            self.rank_file_name(self.comm.rank).unlink(missing_ok=True)
 
     def close(self, complete=True):
         """Close collectively; rename to the final name if ``complete``."""
-        if self.h5 is not None:
-            self.h5.close()
-        if self.rank_file is not None:
-            self.rank_file.close()
+        for handle in self._handles():
+            handle.close()
         self.comm.barrier()
         if complete and self.comm.is_root:
             commit(self.partial, self.path)
         self.comm.barrier()
 
-    def write_field(self, name, local, layout, units, dtype=np.float64):
+    def write_field(self, name, local, units, dtype=np.float64):
         """Write this rank's brick of a global grid field.
 
         Parameters
@@ -387,31 +271,26 @@ class OutputFile:
             Dataset path.
         local : ndarray, shape (n_local,) or (n_local, m)
             Values of this rank's points in C order of its brick (``layout.local_indices()``).
-        layout : decomposition.GridLayout
         units : str
         """
         local = np.asarray(local)
         trailing = local.shape[1:]
-        data = np.ascontiguousarray(local.reshape(tuple(layout.local_shape) + trailing), dtype=dtype)
-        global_shape = tuple(layout.shape) + trailing
-        if self.mode == "virtual":
-            self.rank_file.create_dataset(name, data=data, compression=self.compression)
-            if self.comm.is_root:
-                virtual = h5py.VirtualLayout(shape=global_shape, dtype=dtype)
-                for rank, start, count in layout.all_bricks():
-                    region = tuple(slice(s, s + c) for s, c in zip(start, count))
-                    virtual[region] = h5py.VirtualSource(self.rank_file_name(rank).name, name, shape=tuple(count) + trailing)
-                self.h5.create_virtual_dataset(name, virtual).attrs["units"] = units
-            return
-        chunks = field_chunks(layout, trailing, np.dtype(dtype).itemsize)
-        dset = self.h5.create_dataset(name, shape=global_shape, dtype=dtype, chunks=chunks, compression=self.compression)
+        data = np.ascontiguousarray(local.reshape(tuple(self.layout.local_shape) + trailing), dtype=dtype)
+        self._write_grid(name, data, tuple(self.layout.shape) + trailing, units)
+
+    def _write_grid(self, name, data, global_shape, units):
+        """Store this rank's brick ``data`` (local_shape + trailing) of the field ``name`` (global_shape)."""
+        dset = self._create_grid_dataset(name, data, global_shape, units)
+        dset[self._region(data)] = data
+
+    def _create_grid_dataset(self, name, data, global_shape, units):
+        chunks = field_chunks(self.layout, data.shape[3:], data.dtype.itemsize)
+        dset = self.h5.create_dataset(name, shape=global_shape, dtype=data.dtype, chunks=chunks, compression=self.compression)
         dset.attrs["units"] = units
-        region = layout.slices + tuple(slice(None) for _ in trailing)
-        if self.mode == "mpio":
-            with dset.collective:
-                dset[region] = data
-        else:
-            dset[region] = data
+        return dset
+
+    def _region(self, data):
+        return self.layout.slices + tuple(slice(None) for _ in data.shape[3:])
 
     def write_array(self, name, value, units=None, **attrs):
         """Write a small array or scalar (the same on every rank); rank 0 writes the data."""
@@ -440,6 +319,64 @@ class OutputFile:
         node = self.h5.require_group(path) if path not in self.h5 else self.h5[path]
         for key, value in attrs.items():
             node.attrs[key] = value
+
+
+class SerialOutput(OutputFile):
+    """One rank: a plain HDF5 file."""
+
+    mode = "serial"
+
+
+class MpioOutput(OutputFile):
+    """Several ranks, one file written collectively (h5py ``driver="mpio"``): every rank writes its brick of
+    each grid field into the global dataset."""
+
+    mode = "mpio"
+
+    def _open_main(self):
+        return open_file(self.partial, "w", self.comm)
+
+    def discard(self):
+        """As :meth:`OutputFile.discard`, but the file is left open until the job ends (closing it is
+        collective, and so is h5py's close when the object is garbage-collected: it is parked in
+        :data:`~mldft_app.io.hdf5.ABANDONED_FILES`); unlinking it is still safe."""
+        abandon(self.h5, self.comm)
+        if self.comm.is_root:
+            self.partial.unlink(missing_ok=True)
+
+    def _write_grid(self, name, data, global_shape, units):
+        dset = self._create_grid_dataset(name, data, global_shape, units)
+        with dset.collective:
+            dset[self._region(data)] = data
+
+
+class VirtualOutput(OutputFile):
+    """Several ranks without parallel HDF5: every rank writes its bricks to its own file ``<path>.rankNNNN.h5``
+    and rank 0's main file joins them with HDF5 virtual datasets."""
+
+    mode = "virtual"
+
+    def __init__(self, path, layout, compression=None):
+        self.rank_file = open_file(rank_file_path(path, layout.comm.rank), "w", Comm())
+        super().__init__(path, layout, compression)
+
+    def _handles(self):
+        return super()._handles() + [self.rank_file]
+
+    def discard(self):
+        super().discard()
+        rank_file_path(self.path, self.comm.rank).unlink(missing_ok=True)
+
+    def _write_grid(self, name, data, global_shape, units):
+        self.rank_file.create_dataset(name, data=data, compression=self.compression)
+        if not self.comm.is_root:
+            return
+        trailing = data.shape[3:]
+        virtual = h5py.VirtualLayout(shape=global_shape, dtype=data.dtype)
+        for rank, start, count in self.layout.all_bricks():
+            region = tuple(slice(s, s + c) for s, c in zip(start, count))
+            virtual[region] = h5py.VirtualSource(rank_file_path(self.path, rank).name, name, shape=tuple(count) + trailing)
+        self.h5.create_virtual_dataset(name, virtual).attrs["units"] = units
 
 
 def field_chunks(layout, trailing, itemsize, max_bytes=4 << 20):

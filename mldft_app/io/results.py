@@ -11,12 +11,12 @@ from ..parallel import checked_on_root
 from ..timing import format_table
 from ..units import BOHR_ANGSTROM
 from .cube import write_cube
-from .output import OutputFile, check_free_space, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
+from .output import check_free_space, open_output, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
 from .plots import plot_output
 from .xdmf import write_xdmf
 
 
-def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, forces=None, uncertainty=None,
+def write_results(cfg, system, layout, results, timer, ldos_local=None, forces=None, uncertainty=None,
                   out_of_range=None, **attrs):
     """Write the run's HDF5 output collectively (see README, "Output"); ``forces`` (n_atoms, 3) eV/Angstrom.
 
@@ -24,13 +24,14 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
     sigma datasets, ``out_of_range`` (dict of ``ensemble_analysis.out_of_range``) the ``ood`` group;
     ``attrs`` become root attributes (the tasks pass ``config_yaml``, the validated input, and their input files).
     """
+    comm = layout.comm
     compression = None if cfg.output.compression == "none" else cfg.output.compression
     size = result_size_bytes(int(np.prod(layout.shape)), len(system.energies), len(system.atoms), cfg.output)
     checked_on_root(comm, check_free_space, cfg.output.file, size)  # a full disk inside parallel HDF5 can hang
-    with OutputFile(cfg.output.file, comm, mode=cfg.output.parallel_io, compression=compression) as out:
-        out.write_field("density", results.density, layout, "electrons/Angstrom^3")
+    with open_output(cfg.output.file, layout, mode=cfg.output.parallel_io, compression=compression) as out:
+        out.write_field("density", results.density, "electrons/Angstrom^3")
         if ldos_local is not None:
-            out.write_field("ldos", ldos_local, layout, "states/(eV Angstrom^3)", dtype=np.float32)
+            out.write_field("ldos", ldos_local, "states/(eV Angstrom^3)", dtype=np.float32)
         out.write_array("energy_grid", system.energies, "eV")
         out.write_array("dos", results.dos, "states/eV")
         for name, value in results.energies.items():
@@ -41,7 +42,7 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
         if forces is not None:
             out.write_array("forces", forces, "eV/Angstrom", description="-dE_total/dR per atom")
         if uncertainty is not None:
-            _write_uncertainty(out, uncertainty, layout)
+            _write_uncertainty(out, uncertainty)
         if out_of_range is not None:
             out.write_array("ood/fraction_outside", out_of_range["fraction"], "fraction",
                             description="grid points whose descriptors lie outside the training set's range")
@@ -69,9 +70,9 @@ def write_results(cfg, comm, system, layout, results, timer, ldos_local=None, fo
 SIGMA_NOTE = "ensemble spread: sample std over the members x sigma_scale (calibration factor of the model)"
 
 
-def _write_uncertainty(out, uncertainty, layout):
+def _write_uncertainty(out, uncertainty):
     """The sigma datasets of an ensemble prediction (same units as the values)."""
-    out.write_field("density_std", uncertainty.density, layout, "electrons/Angstrom^3")
+    out.write_field("density_std", uncertainty.density, "electrons/Angstrom^3")
     out.write_array("dos_std", uncertainty.dos, "states/eV", description=SIGMA_NOTE)
     for name, value in uncertainty.energies.items():
         out.write_array(f"energies_std/{name}", value, "eV", description=SIGMA_NOTE)
@@ -88,8 +89,9 @@ ENERGY_LABELS = {
 }
 
 
-def print_summary(cfg, comm, system, layout, results, timer, uncertainty=None, out_of_range=None, ood_threshold=None):
+def print_summary(cfg, system, layout, results, timer, uncertainty=None, out_of_range=None, ood_threshold=None):
     """Rank 0: a short human summary (``value +- sigma`` for an ensemble) and the per-stage timing table."""
+    comm = layout.comm
     names, seconds, memory = timer.gather(comm)
     if not comm.is_root:
         return

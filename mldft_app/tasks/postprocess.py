@@ -60,7 +60,7 @@ def run_postprocess(cfg, comm):
     with timer.stage("integrals"):
         results = analyse_ldos(ldos, system, layout, comm)
     with timer.stage("output"):
-        write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
+        write_results(cfg, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
                       config_yaml=config_mod.to_yaml(cfg), snapshot_file=str(cfg.snapshot_file))
-    print_summary(cfg, comm, system, layout, results, timer)
+    print_summary(cfg, system, layout, results, timer)
     return results.energies

@@ -329,11 +329,11 @@ def run_predict(cfg, comm):
                 uncertainty.forces = forces_sigma
 
     with timer.stage("output"):
-        write_results(cfg, comm, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
+        write_results(cfg, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
                       forces=forces, uncertainty=uncertainty, out_of_range=ood, config_yaml=config_mod.to_yaml(cfg),
                       model_file=str(cfg.model.file))
     if ckpt:
         ckpt.remove()
-    print_summary(cfg, comm, system, layout, results, timer, uncertainty=uncertainty, out_of_range=ood,
+    print_summary(cfg, system, layout, results, timer, uncertainty=uncertainty, out_of_range=ood,
                   ood_threshold=cfg.model.ood_warning_fraction)
     return results.energies
