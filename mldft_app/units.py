@@ -18,6 +18,9 @@ BOHR_ANGSTROM = 0.52917720859
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 """Boltzmann constant in eV/K."""
 
+LDOS_UNITS = "states/(eV Angstrom^3)"
+"""The units attribute of every stored LDOS (snapshots, outputs, checkpoints, model files)."""
+
 CONSTANTS = {
     "rydberg_eV": RYDBERG_EV,
     "bohr_angstrom": BOHR_ANGSTROM,

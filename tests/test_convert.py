@@ -86,7 +86,7 @@ def test_convert_from_ppx_cubes(qe_run):
         ldos, energies = h5["ldos"][()], h5["energies"][()]
         cell, n_electrons = h5["structure/cell"][()], h5["n_electrons"][()]
         reference = {name: ds[()] for name, ds in h5["reference"].items()}
-        assert h5["ldos"].attrs["units"] == "states/(eV*Angstrom^3)"
+        assert h5["ldos"].attrs["units"] == "states/(eV Angstrom^3)"
     assert ldos.shape == (12, 12, 12, 201)
     assert energies == pytest.approx(np.linspace(EMIN, EMAX, 201), abs=1e-12)
     assert n_electrons == 3.0  # from scf.out (no structure section given)

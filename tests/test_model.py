@@ -88,6 +88,26 @@ def test_streaming_input_fit_equals_numpy_on_the_concatenation():
     np.testing.assert_allclose(z[:, 2], 0.0, atol=1e-12)
 
 
+def test_moments_of_chunks_merge_to_those_of_the_whole():
+    """RunningMoments.update is a merge of the chunk's own moments: chunk by chunk, or merged from parts
+    (how fit_scalers joins the ranks' blocks), the statistics are the whole sample's."""
+    from mldft_app.model.scaling import RunningMoments
+
+    x = np.random.default_rng(3).normal(5.0, 2.0, size=(301, 4))
+    chunked, merged = RunningMoments(), RunningMoments()
+    for part in np.array_split(x, 7):
+        chunked.update(part)
+        piece = RunningMoments()
+        piece.update(part)
+        merged.merge(piece)
+    merged.merge(RunningMoments())
+    for moments in (chunked, merged):
+        assert moments.count == 301
+        np.testing.assert_allclose(moments.mean, x.mean(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(moments.variance, x.var(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(chunked.m2, merged.m2)
+
+
 def test_streaming_output_fit_uses_per_energy_mean_and_one_global_scale():
     data = ldos_sample(400)
     scaler = fit_in_chunks(OutputScaler(), data)

@@ -10,8 +10,9 @@ from mldft_app.io.snapshot import write_snapshot
 from mldft_app.model.inference import predict_ldos
 from mldft_app.model.store import load_model, save_model
 from mldft_app.io.snapshot import open_snapshot
+from mldft_app.decomposition import block_split
 from mldft_app.model.data import (
-    InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_bounds, shard_owner,
+    InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_owner,
 )
 from mldft_app.model.training import derive_valence_electrons, train_model
 from mldft_app.errors import UserInputError
@@ -234,7 +235,7 @@ def test_shards_of_every_batch_make_up_the_one_rank_batch(train_blocks):
         owner = shard_owner(positions, data.n_points, 50, size)
         for start in range(0, data.n_points, 50):
             length = min(50, data.n_points - start)
-            expect = np.concatenate([np.full(np.subtract(*shard_bounds(length, size, r)[::-1]), r) for r in range(size)])
+            expect = np.concatenate([np.full(block_split(length, size, r)[1], r) for r in range(size)])
             np.testing.assert_array_equal(owner[start : start + length], expect)
 
 

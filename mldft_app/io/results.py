@@ -9,7 +9,7 @@ import numpy as np
 
 from ..parallel import checked_on_root
 from ..timing import format_table
-from ..units import BOHR_ANGSTROM
+from ..units import BOHR_ANGSTROM, LDOS_UNITS
 from .cube import write_cube
 from .output import check_free_space, open_output, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
 from .plots import plot_output
@@ -31,7 +31,7 @@ def write_results(cfg, system, layout, results, timer, ldos_local=None, forces=N
     with open_output(cfg.output.file, layout, mode=cfg.output.parallel_io, compression=compression) as out:
         out.write_field("density", results.density, "electrons/Angstrom^3")
         if ldos_local is not None:
-            out.write_field("ldos", ldos_local, "states/(eV Angstrom^3)", dtype=np.float32)
+            out.write_field("ldos", ldos_local, LDOS_UNITS, dtype=np.float32)
         out.write_array("energy_grid", system.energies, "eV")
         out.write_array("dos", results.dos, "states/eV")
         for name, value in results.energies.items():

@@ -5,7 +5,7 @@ File layout (format ``mldft_app.snapshot``, version 1; every dataset has a ``uni
     /                       attrs: format, format_version, code_version, source, constants (JSON)
     /descriptors            (nx, ny, nz, n_desc) float64 or float32, "dimensionless";
                             attr ``params``: descriptor parameters as JSON
-    /ldos                   (nx, ny, nz, n_e) float32, "states/(eV*Angstrom^3)"
+    /ldos                   (nx, ny, nz, n_e) float32, "states/(eV Angstrom^3)" (units.LDOS_UNITS)
     /energies               (n_e,) float64, "eV", strictly increasing
     /temperature            scalar float64, "K" (electronic temperature of the reference calculation)
     /n_electrons            scalar float64, "electrons" (total valence electrons)
@@ -28,12 +28,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserInputError
-from ..units import CONSTANTS
+from ..units import CONSTANTS, LDOS_UNITS
 from .atomic import atomic_path, partial_path
 
 FORMAT = "mldft_app.snapshot"
 FORMAT_VERSION = 1
-LDOS_UNITS = "states/(eV*Angstrom^3)"
 CHUNK_BYTES = 1 << 20
 CACHE_BYTES = 32 << 20
 

@@ -9,7 +9,7 @@ of the block ``b`` that holds it.
 An epoch is a permutation of the training points, computed from ``(seed, epoch)`` alone (no state
 carried between epochs, so a restarted run repeats it exactly). Mini-batch ``k`` covers positions
 ``[k B, (k+1) B)`` of that permutation whatever the number of ranks; rank ``r`` takes the contiguous
-part :func:`shard_bounds` of it. Two loaders serve the same interface:
+part :func:`~mldft_app.decomposition.block_split` of it. Two loaders serve the same interface:
 
 * :class:`InMemoryPoints` holds all points (scaled, float32) on every rank; its permutation is a
   full shuffle.
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..decomposition import block_split
 from ..io.snapshot import open_snapshot
 from .loss import LdosLoss
 from .scaling import InputScaler, OutputScaler, RunningMoments
@@ -99,15 +100,8 @@ def make_blocks(regions, setup, block_points=BLOCK_POINTS):
     ]
 
 
-def shard_bounds(length, size, rank):
-    """This rank's contiguous part ``[start, stop)`` of ``length`` items split over ``size`` ranks."""
-    q, r = divmod(int(length), int(size))
-    start = rank * q + min(rank, r)
-    return start, start + q + (1 if rank < r else 0)
-
-
 def shard_owner(positions, n_points, batch_size, size):
-    """Rank owning each epoch position (ndarray int64) under batches of ``batch_size`` split by :func:`shard_bounds`."""
+    """Rank owning each epoch position (ndarray int64) under batches of ``batch_size`` split by :func:`~mldft_app.decomposition.block_split`."""
     positions = np.asarray(positions, dtype=np.int64)
     batch = positions // batch_size
     offset = positions - batch * batch_size
@@ -148,20 +142,6 @@ class BlockReader:
         self._open.clear()
 
 
-def _merge_moments(total, part):
-    """Chan's pairwise merge of two :class:`RunningMoments` (``part`` into ``total``, in place)."""
-    if part.count == 0:
-        return
-    if total.count == 0:
-        total.count, total.mean, total.m2 = part.count, part.mean.copy(), part.m2.copy()
-        return
-    count = total.count + part.count
-    delta = part.mean - total.mean
-    total.mean = total.mean + delta * (part.count / count)
-    total.m2 = total.m2 + part.m2 + delta**2 * (total.count * part.count / count)
-    total.count = count
-
-
 def fit_scalers(blocks, comm):
     """Input and output scalers fitted on ``blocks`` (the training set).
 
@@ -185,7 +165,7 @@ def fit_scalers(blocks, comm):
     totals = RunningMoments(), RunningMoments()
     for index in range(len(blocks)):
         for total, state in zip(totals, gathered[index]):
-            _merge_moments(total, RunningMoments(*state))
+            total.merge(RunningMoments(*state))
     return InputScaler(totals[0]), OutputScaler(totals[1])
 
 
@@ -255,8 +235,8 @@ class InMemoryPoints:
         order = torch.from_numpy(self.epoch_order(seed, epoch)).to(self.x.device)
         for start in range(0, self.n_points, batch_size):
             length = min(batch_size, self.n_points - start)
-            lo, hi = shard_bounds(length, comm.size, comm.rank)
-            index = order[start + lo : start + hi]
+            lo, count = block_split(length, comm.size, comm.rank)
+            index = order[start + lo : start + lo + count]
             yield self.x[index], self.y[index]
 
     def close(self):
@@ -351,8 +331,7 @@ class LazyPoints:
         n_batches = -(-self.n_points // batch_size)
         counts = []
         for k in range(n_batches):
-            lo, hi = shard_bounds(min(batch_size, self.n_points - k * batch_size), comm.size, comm.rank)
-            counts.append(hi - lo)
+            counts.append(block_split(min(batch_size, self.n_points - k * batch_size), comm.size, comm.rank)[1])
         pending_x = pending_y = None
         k = 0
         for end, x, y in self._local_rows(batch_size, seed, epoch, comm):

@@ -45,16 +45,20 @@ class RunningMoments:
             return
         if self.mean is not None and x.shape[1] != self.mean.size:
             raise ValueError(f"chunk has {x.shape[1]} columns, earlier chunks had {self.mean.size}")
-        n_b = x.shape[0]
-        mean_b = x.mean(axis=0)
-        m2_b = ((x - mean_b) ** 2).sum(axis=0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+        mean = x.mean(axis=0)
+        self.merge(RunningMoments(x.shape[0], mean, ((x - mean) ** 2).sum(axis=0)))
+
+    def merge(self, other):
+        """Add the statistics of ``other`` (a RunningMoments) to these, in place (Chan et al.'s pairwise merge)."""
+        if other.count == 0:
             return
-        total = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / total)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.count * n_b / total)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / total)
         self.count = total
 
     @property

@@ -37,8 +37,9 @@ import torch
 
 from .. import __version__
 from ..io.atomic import atomic_path
-from ..io.snapshot import LDOS_UNITS, canonical_params
+from ..io.snapshot import canonical_params
 from ..errors import UserInputError
+from ..units import LDOS_UNITS
 from .network import LdosNetwork
 from .scaling import InputScaler, OutputScaler
 from .uncertainty import DescriptorRange

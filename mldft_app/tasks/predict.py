@@ -31,6 +31,7 @@ from ..errors import UserInputError
 from ..parallel import checked_on_root, fault_injection_point, node_local_size
 from ..structure import read_structure, valence_electrons
 from ..timing import StageTimer, steady_allocation
+from ..units import LDOS_UNITS
 from .checks import check_memory, check_result_outputs, predict_bytes_per_point, pseudopotential_inputs
 from .ensemble_analysis import MemberAnalyses, out_of_range_from_totals, warn_out_of_range
 
@@ -245,7 +246,7 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
             ldos[rows] = saved.reshape(len(rows), model.n_energies)
             restored.append(slab_id)
         elif ckpt:
-            ckpt.write_chunk(stages[0], slab_id, ldos[rows], box, units="states/(eV Angstrom^3)",
+            ckpt.write_chunk(stages[0], slab_id, ldos[rows], box, units=LDOS_UNITS,
                              extras={"ood": counts} if ranged else None)
             fault_injection_point("inference_chunk")
         if ranged:
@@ -273,7 +274,7 @@ def member_ldos(model, inputs, layout, cfg, device, ckpt, member):
                 ldos[piece] = predict_ldos(model, inputs[piece], cfg.model.batch_size, device, member=member, scaled=True)
                 bar.update(len(piece))
             if ckpt:
-                ckpt.write_chunk(stage, slab_id, ldos[rows], box, units="states/(eV Angstrom^3)")
+                ckpt.write_chunk(stage, slab_id, ldos[rows], box, units=LDOS_UNITS)
                 fault_injection_point("inference_chunk")
         else:
             ldos[rows] = saved.reshape(len(rows), model.n_energies)
