@@ -104,7 +104,6 @@ def main(argv=None):
     from mldft_app.decomposition import GridLayout
     from mldft_app.descriptors import SnapParams, compute_descriptors, sna_cpu
     from mldft_app.descriptors.torch_backend import BrickDescriptors, compute_torch
-    from mldft_app.parallel import Comm
 
     atoms = disordered_al()
     params = SnapParams(twojmax=args.twojmax)
@@ -114,19 +113,19 @@ def main(argv=None):
 
     backends = {}
     if not args.skip_lammps:
-        backends["lammps"] = lambda: compute_descriptors(atoms, layout, params, Comm())
+        backends["lammps"] = lambda: compute_descriptors(atoms, layout, params)
     compiled, reason = sna_cpu.available()
     for dtype in (torch.float64, torch.float32):
         name = str(dtype).replace("torch.", "")
         if compiled:
             backends[f"compiled-cpu-{name}"] = (
-                lambda dtype=dtype: compute_torch(atoms, layout, params, Comm(), "cpu", dtype, native=True))
+                lambda dtype=dtype: compute_torch(atoms, layout, params, "cpu", dtype, native=True))
         if not args.skip_torch_path:
             backends[f"torch-cpu-{name}"] = (
-                lambda dtype=dtype: compute_torch(atoms, layout, params, Comm(), "cpu", dtype, native=False))
+                lambda dtype=dtype: compute_torch(atoms, layout, params, "cpu", dtype, native=False))
         if torch.cuda.is_available():
             def on_cuda(dtype=dtype):
-                result = compute_torch(atoms, layout, params, Comm(), "cuda", dtype)
+                result = compute_torch(atoms, layout, params, "cuda", dtype)
                 torch.cuda.synchronize()
                 return result
 

@@ -43,7 +43,7 @@ def calculator(model_file):
 def predict_path_energy(model, atoms):
     """What the predict task computes: LAMMPS descriptors, batched float32 inference, LDOS analysis."""
     layout = GridLayout.create(SHAPE, 1, 0)
-    descriptors = compute_descriptors(atoms, layout, SnapParams.from_dict(model.descriptor_params), Comm())
+    descriptors = compute_descriptors(atoms, layout, SnapParams.from_dict(model.descriptor_params))
     ldos = predict_ldos(model, descriptors, 1000, torch.device("cpu"))
     system = ElectronicSystem(atoms=atoms, energies=model.energies, temperature=933.0, n_electrons=12.0,
                               ionic=ionic_from_pseudopotentials(atoms, {"Al": str(UPF)}))

@@ -18,7 +18,7 @@ RTOL = 1e-10
 def serial(atoms, shape, params):
     """compute_descriptors on one rank, reshaped to [ix, iy, iz, component]."""
     layout = GridLayout.create(shape, 1, 0)
-    return compute_descriptors(atoms, layout, params, Comm()).reshape(*shape, -1)
+    return compute_descriptors(atoms, layout, params).reshape(*shape, -1)
 
 
 def assert_close(ours, reference, rtol=RTOL):
@@ -160,19 +160,19 @@ def test_left_handed_cell_is_rejected():
         serial(atoms, (4, 4, 4), SnapParams(twojmax=2))
 
 
-def test_layout_must_match_communicator():
+def test_layout_without_communicator_is_refused():
     atoms = helper.disordered_al(repeat=1)
-    with pytest.raises(ValueError, match="rank 1 of 2"):
-        compute_descriptors(atoms, GridLayout.create((4, 4, 4), 2, 1), SnapParams(twojmax=2), Comm())
+    with pytest.raises(ValueError, match="rank 1 of 2.*no communicator"):
+        compute_descriptors(atoms, GridLayout.create((4, 4, 4), 2, 1), SnapParams(twojmax=2))
 
 
 def test_backend_registry():
     with pytest.raises(ValueError, match="unknown descriptor backend"):
         serial_layout = GridLayout.create((2, 2, 2), 1, 0)
-        compute_descriptors(helper.disordered_al(repeat=1), serial_layout, SnapParams(), Comm(), backend="nope")
+        compute_descriptors(helper.disordered_al(repeat=1), serial_layout, SnapParams(), backend="nope")
     calls = []
 
-    def constant(atoms, layout, params, comm):
+    def constant(atoms, layout, params):
         calls.append(layout.shape)
         return np.ones((layout.n_local, params.n_components))
 
@@ -207,7 +207,7 @@ def bricks_vs_global(atoms, shape, params, comm, monkeypatch, lammps_dims=None):
         patch.setattr(backend, "place_rows", recording_place)
         if lammps_dims is not None:
             patch.setattr(backend, "lammps_decomposition", lambda lay: (lammps_dims(lay), None))
-        ours = compute_descriptors(atoms, layout, params, comm)
+        ours = compute_descriptors(atoms, layout, params)
     reference = helper.global_reference(atoms, shape, params, comm.mpi)[layout.slices].reshape(layout.n_local, -1)
     return helper.column_error(ours, reference), int(comm.allreduce_sum(float(moved[0])))
 

@@ -55,7 +55,7 @@ def test_torch_descriptors_run_on_the_ranks_gpu():
     from mldft_app.descriptors.torch_backend import RowDescriptors
 
     atoms = bulk("Al", "fcc", a=4.05, cubic=True)
-    source = RowDescriptors(atoms, GridLayout.create((4, 4, 4), 1, 0), SnapParams(twojmax=2), Comm())
+    source = RowDescriptors(atoms, GridLayout.create((4, 4, 4), 1, 0), SnapParams(twojmax=2))
     try:
         assert source.grid.device == select_device("auto", Comm()) == torch.device("cuda", 0)
     finally:

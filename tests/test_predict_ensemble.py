@@ -18,7 +18,7 @@ from mldft_app.decomposition import GridLayout
 from mldft_app.descriptors import SnapParams, compute_descriptors
 from mldft_app.model.store import load_model, save_model
 from mldft_app.model.uncertainty import DescriptorRange
-from mldft_app.parallel import FAULT_INJECTION_VARIABLE, Comm
+from mldft_app.parallel import FAULT_INJECTION_VARIABLE
 from mldft_app.structure import read_structure
 
 MODEL = REPO / "inputs" / "models" / "al_933K.pt"
@@ -64,8 +64,8 @@ def runs(tmp_path_factory):
     ensemble.extra_networks = [perturbed(single.network, 1), perturbed(single.network, 2)]
     ensemble.network = perturbed(single.network, 3)
     atoms = read_structure(STRUCTURE)
-    descriptors = compute_descriptors(atoms, GridLayout.create(SHAPE, 1, 0), SnapParams.from_dict(single.descriptor_params),
-                                      Comm()).reshape(-1, single.n_descriptors)
+    descriptors = compute_descriptors(atoms, GridLayout.create(SHAPE, 1, 0),
+                                      SnapParams.from_dict(single.descriptor_params)).reshape(-1, single.n_descriptors)
     feature = 5
     bounds = DescriptorRange.of(descriptors)
     bounds.maximum[feature] = np.quantile(descriptors[:, feature], 0.75)  # a quarter of the points lie above

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def torch_serial(atoms, shape, params, **kwargs):
     layout = GridLayout.create(shape, 1, 0)
-    return compute_torch(atoms, layout, params, Comm(), **kwargs).reshape(*shape, -1)
+    return compute_torch(atoms, layout, params, **kwargs).reshape(*shape, -1)
 
 
 def reference(atoms, shape, params):
@@ -127,9 +127,9 @@ def test_registered_backend_equals_lammps_backend_and_chunking_is_invisible():
     atoms = helper.disordered_al(repeat=1, seed=3).repeat((2, 1, 1))  # 8 atoms, cell edge < cutoff
     params = SnapParams(twojmax=6)
     layout = GridLayout.create((9, 5, 4), 1, 0)
-    ours = compute_descriptors(atoms, layout, params, Comm(), backend="torch")
-    chunked = compute_torch(atoms, layout, params, Comm(), device="cpu", chunk_points=7)
-    lammps = compute_descriptors(atoms, layout, params, Comm(), backend="lammps")
+    ours = compute_descriptors(atoms, layout, params, backend="torch")
+    chunked = compute_torch(atoms, layout, params, device="cpu", chunk_points=7)
+    lammps = compute_descriptors(atoms, layout, params, backend="lammps")
     assert helper.column_error(ours, lammps) < RTOL
     np.testing.assert_allclose(chunked, ours, rtol=0, atol=1e-12 * np.abs(ours).max())
 
@@ -144,9 +144,9 @@ def test_auto_backend_is_torch_with_the_compiled_kernel_else_lammps(monkeypatch,
     with caplog.at_level("INFO", logger="mldft_app.descriptors"):
         assert resolve_backend("auto") == "torch"
     assert "compiled SNAP kernel is built" in caplog.text
-    auto = compute_descriptors(atoms, layout, params, Comm(), backend="auto")
-    assert helper.column_error(auto, compute_descriptors(atoms, layout, params, Comm(), backend="lammps")) < RTOL
-    np.testing.assert_array_equal(auto, compute_descriptors(atoms, layout, params, Comm(), backend="torch"))
+    auto = compute_descriptors(atoms, layout, params, backend="auto")
+    assert helper.column_error(auto, compute_descriptors(atoms, layout, params, backend="lammps")) < RTOL
+    np.testing.assert_array_equal(auto, compute_descriptors(atoms, layout, params, backend="torch"))
     monkeypatch.setattr(sna_cpu, "available", lambda: (False, "no library (test)"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     caplog.clear()
@@ -213,7 +213,7 @@ def test_compiled_kernel_equals_torch_kernel(dtype, tol):
     atoms.set_cell(atoms.cell[:] * np.array([[4.0], [1.0], [1.0]]))  # a slab: most of x is empty
     params = SnapParams(twojmax=6, bzeroflag=1, quadraticflag=1)
     layout = GridLayout.create((13, 3, 2), 1, 0)
-    reference_values = compute_torch(atoms, layout, params, Comm(), dtype=dtype, native=False)
+    reference_values = compute_torch(atoms, layout, params, dtype=dtype, native=False)
     grid = BrickDescriptors(atoms, layout, params, "cpu", dtype, native=True)
     assert grid.kernel == "compiled"
     lonely = np.all(np.abs(reference_values[:, : params.n_linear]) < 1e-12, axis=1)
@@ -228,9 +228,9 @@ def test_compiled_kernel_threads_give_the_same_numbers():
     atoms = helper.disordered_al(repeat=1, seed=4)
     params = SnapParams(twojmax=4)
     layout = GridLayout.create((7, 5, 3), 1, 0)
-    serial = compute_torch(atoms, layout, params, Comm(), "cpu", native=True)
+    serial = compute_torch(atoms, layout, params, "cpu", native=True)
     torch.set_num_threads(3)  # restored by the one_torch_thread fixture
-    threaded = compute_torch(atoms, layout, params, Comm(), "cpu", native=True)
+    threaded = compute_torch(atoms, layout, params, "cpu", native=True)
     np.testing.assert_array_equal(threaded, serial)
 
 
@@ -238,7 +238,7 @@ def test_native_argument_is_checked():
     atoms = helper.disordered_al(repeat=1)
     layout = GridLayout.create((2, 2, 2), 1, 0)
     with pytest.raises(ValueError, match="native"):
-        compute_torch(atoms, layout, SnapParams(twojmax=2), Comm(), native="yes")
+        compute_torch(atoms, layout, SnapParams(twojmax=2), native="yes")
     with pytest.raises(ValueError, match="CPU only"):
         BrickDescriptors(atoms, layout, SnapParams(twojmax=2), device=torch.device("meta"), native=True)
 
@@ -266,6 +266,6 @@ def test_mpi_bricks_match_lammps(twojmax, shape):
     for cell in (None, helper.triclinic_cell()):
         atoms = helper.disordered_al(cell=cell)
         layout = GridLayout.distribute(shape, comm)
-        ours = compute_descriptors(atoms, layout, params, comm, backend="torch")
+        ours = compute_descriptors(atoms, layout, params, backend="torch")
         lammps = helper.global_reference(atoms, shape, params, comm.mpi)[layout.slices].reshape(layout.n_local, -1)
         assert helper.column_error(ours, lammps) <= RTOL, cell

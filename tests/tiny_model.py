@@ -29,9 +29,8 @@ def random_model(atoms, shape, params, seed=0, ldos_scale=1e-3, hidden=(16,), ac
     from mldft_app.model.network import LdosNetwork
     from mldft_app.model.scaling import InputScaler, OutputScaler, RunningMoments
     from mldft_app.model.store import TrainedModel
-    from mldft_app.parallel import Comm
 
-    descriptors = compute_torch(atoms, GridLayout.create(shape, 1, 0), params, Comm(), device="cpu")
+    descriptors = compute_torch(atoms, GridLayout.create(shape, 1, 0), params, device="cpu")
     input_scaler = InputScaler().partial_fit(descriptors)
     profile = 7.0e-3 * np.sqrt(np.clip(ENERGIES + 4.0, 0.0, None)) + 2.0e-3
     output_scaler = OutputScaler(RunningMoments(1, profile, np.full(ENERGIES.size, ldos_scale**2)))

@@ -86,14 +86,15 @@ def resolve_backend(name, comm=None):
 
 
 def register_backend(name, backend):
-    """Register ``backend(atoms, layout, params, comm) -> (n_local, n_components) array`` as ``name``."""
+    """Register ``backend(atoms, layout, params) -> (n_local, n_components) array`` as ``name`` (collective over
+    ``layout.comm``)."""
     BACKENDS[name] = lambda: backend
 
 
-def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps"):
+def compute_descriptors(atoms, layout, params=None, backend="lammps"):
     """SNAP descriptors of ``atoms`` at this rank's grid points.
 
-    Collective: every rank of ``comm`` must call it (ranks with few points too).
+    Collective: every rank of ``layout.comm`` must call it (ranks with few points too).
 
     Parameters
     ----------
@@ -101,11 +102,9 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
         Periodic structure (positions and cell in Angstrom). The cell origin is the grid origin;
         positions are wrapped into the cell by the backend.
     layout : mldft_app.decomposition.GridLayout
-        Brick map of the global grid; ``layout.nprocs`` and ``layout.rank`` must match ``comm``.
+        Brick map of the global grid and the communicator it is distributed over (``layout.comm``).
     params : SnapParams, optional
         SNAP settings (defaults: :class:`SnapParams`).
-    comm : mldft_app.parallel.Comm, optional
-        Communicator (default: serial).
     backend : str
         Name of a registered backend (see :data:`BACKENDS`) or ``"auto"`` (:func:`resolve_backend`).
 
@@ -115,20 +114,12 @@ def compute_descriptors(atoms, layout, params=None, comm=None, backend="lammps")
         Row ``r`` belongs to global grid point ``layout.local_indices()[r]`` (C order of this rank's
         brick, z fastest). Dimensionless bispectrum components in LAMMPS's order.
     """
-    from ..parallel import Comm
-
     params = SnapParams() if params is None else params
-    comm = Comm() if comm is None else comm
-    if (layout.nprocs, layout.rank) != (comm.size, comm.rank):
-        raise ValueError(
-            f"grid layout is for rank {layout.rank} of {layout.nprocs}, but the communicator is rank "
-            f"{comm.rank} of {comm.size}"
-        )
-    backend = resolve_backend(backend, comm)
+    backend = resolve_backend(backend, layout.comm)
     if backend not in BACKENDS:
         raise ValueError(f"unknown descriptor backend {backend!r} (available: {', '.join(sorted(BACKENDS))})")
     function = BACKENDS[backend]()
-    result = function(atoms, layout, params, comm)
+    result = function(atoms, layout, params)
     expected = (layout.n_local, params.n_components)
     if result.shape != expected:
         raise RuntimeError(f"descriptor backend {backend!r} returned shape {result.shape}, expected {expected}")
@@ -139,7 +130,7 @@ STREAMING_BACKENDS = ("torch", "torch_float32")
 """Backends that compute any rows of a brick on demand (:func:`row_source`); the others compute whole bricks."""
 
 
-def row_source(atoms, layout, params, comm, backend):
+def row_source(atoms, layout, params, backend):
     """An object whose ``rows(index)`` gives the descriptors of those rows of this rank's brick, or None.
 
     For the backends in :data:`STREAMING_BACKENDS`: ``rows(index)`` (int array (n,), positions in
@@ -148,7 +139,7 @@ def row_source(atoms, layout, params, comm, backend):
     ends it. None for a backend that computes only whole bricks (``lammps``, registered ones).
     ``"auto"`` is resolved first (:func:`resolve_backend`; collective then).
     """
-    backend = resolve_backend(backend, comm)
+    backend = resolve_backend(backend, layout.comm)
     if backend not in STREAMING_BACKENDS:
         return None
     import torch
@@ -156,7 +147,7 @@ def row_source(atoms, layout, params, comm, backend):
     from .torch_backend import RowDescriptors
 
     dtype = torch.float32 if backend == "torch_float32" else torch.float64
-    return RowDescriptors(atoms, layout, params, comm, dtype=dtype)
+    return RowDescriptors(atoms, layout, params, dtype=dtype)
 
 
 __all__ = ["AUTO", "BACKENDS", "STREAMING_BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors",

@@ -205,7 +205,7 @@ def _run_lammps(lmp, atoms, layout, params):
     return np.asarray(view, dtype=np.float64).reshape(n_rows, n_cols)
 
 
-def place_rows(rows, layout, comm):
+def place_rows(rows, layout):
     """Route LAMMPS's rows to their owners in our brick map and order them as ``layout.local_indices()``.
 
     Only the rows that belong to another rank are copied and sent; the others go straight from
@@ -226,6 +226,7 @@ def place_rows(rows, layout, comm):
 
     Collective; raises RuntimeError on every rank if any rank's brick is not covered exactly once.
     """
+    comm = layout.comm
     n_components = rows.shape[1] - N_BASE_COLUMNS
     index = np.rint(rows[:, :3]).astype(np.int64)
     dest = layout.owner(index) if len(index) else np.zeros(0, dtype=np.int64)
@@ -259,7 +260,7 @@ def place_rows(rows, layout, comm):
     return result, n_moved
 
 
-def compute_lammps(atoms, layout, params, comm):
+def compute_lammps(atoms, layout, params):
     """Backend ``"lammps"``: see :func:`mldft_app.descriptors.compute_descriptors`.
 
     The rows are placed while LAMMPS still holds them (no copy of LAMMPS's array), then LAMMPS is closed.
@@ -268,12 +269,13 @@ def compute_lammps(atoms, layout, params, comm):
         raise ValueError("no atoms: the SNAP descriptors need at least one atom")
     if not np.all(atoms.pbc):
         log.warning("atoms.pbc is %s; the descriptors treat the cell as periodic along all axes", atoms.pbc)
+    comm = layout.comm
     start = time.perf_counter()
     lmp = _open_lammps(comm)
     try:
         rows = _run_lammps(lmp, atoms, layout, params)
         seconds = time.perf_counter() - start
-        result, n_moved = place_rows(rows, layout, comm)
+        result, n_moved = place_rows(rows, layout)
         del rows
     finally:
         lmp.close()

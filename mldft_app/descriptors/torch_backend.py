@@ -71,7 +71,7 @@ def _chunk_sizes(params, n_points, device, max_chunk_bytes, dtype):
 
 
 def compute_torch(
-    atoms, layout, params, comm, device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES,
+    atoms, layout, params, device="auto", dtype=torch.float64, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES,
     chunk_points=None, native="auto",
 ):
     """Backend ``"torch"``: see :func:`mldft_app.descriptors.compute_descriptors`.
@@ -98,7 +98,8 @@ def compute_torch(
     ndarray (layout.n_local, params.n_components), float64, rows in ``layout.local_indices()`` order.
     """
     start_time = time.perf_counter()
-    source = RowDescriptors(atoms, layout, params, comm, device, dtype, max_chunk_bytes, chunk_points, native)
+    comm = layout.comm
+    source = RowDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
     result = source.rows(np.arange(layout.n_local))
     source.close()
     seconds = time.perf_counter() - start_time
@@ -116,17 +117,17 @@ def compute_torch(
 class RowDescriptors:
     """Descriptors of any rows of this rank's brick, computed when asked (streaming use, no communication).
 
-    Arguments as :func:`compute_torch`; ``comm`` only tells whether this is a single-rank run: a single
+    Arguments as :func:`compute_torch`; ``layout.comm`` chooses this rank's GPU and tells whether this is a single-rank run: a single
     rank spreads the compiled kernel's chunks over torch's threads (ctypes releases the GIL), ranks of a
     parallel run (one per core, as a rule) use one thread each; torch threads its own path.
     """
 
-    def __init__(self, atoms, layout, params, comm, device="auto", dtype=torch.float64,
+    def __init__(self, atoms, layout, params, device="auto", dtype=torch.float64,
                  max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES, chunk_points=None, native="auto"):
-        device = select_device(device, comm)
+        device = select_device(device, layout.comm)
         self.grid = BrickDescriptors(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
         self.n_components = params.n_components
-        threads = torch.get_num_threads() if self.grid.kernel == "compiled" and comm.size == 1 else 1
+        threads = torch.get_num_threads() if self.grid.kernel == "compiled" and layout.nprocs == 1 else 1
         self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self._threads = threads
 
@@ -276,8 +277,8 @@ def make_torch_backend(
 ):
     """A backend function with fixed settings, for :func:`~mldft_app.descriptors.register_backend`."""
 
-    def backend(atoms, layout, params, comm):
-        return compute_torch(atoms, layout, params, comm, device, dtype, max_chunk_bytes, chunk_points, native)
+    def backend(atoms, layout, params):
+        return compute_torch(atoms, layout, params, device, dtype, max_chunk_bytes, chunk_points, native)
 
     return backend
 

@@ -220,7 +220,7 @@ def run_convert(cfg, comm):
         params = cfg.descriptors.snap_params()
         layout = GridLayout.distribute(source.grid_shape, comm)
     with timer.stage("descriptors"):
-        local = compute_descriptors(atoms, layout, params, comm, backend=cfg.descriptors.backend)
+        local = compute_descriptors(atoms, layout, params, backend=cfg.descriptors.backend)
     with timer.stage("write snapshot"):
         bricks = comm.gather((layout.slices, local))
         if comm.is_root:

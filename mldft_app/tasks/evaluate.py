@@ -213,7 +213,7 @@ def run_evaluate(cfg, comm):
         if descriptors is None:
             with timer.stage("descriptors"):
                 params = SnapParams.from_dict(model.descriptor_params)
-                descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=cfg.descriptor_backend)
+                descriptors = compute_descriptors(system.atoms, layout, params, backend=cfg.descriptor_backend)
         ood = out_of_range(model, descriptors, comm)
         analyses = MemberAnalyses(keep_ldos=True)
         members = [None] if model.n_members == 1 else range(model.n_members)

@@ -122,7 +122,7 @@ def predict_reference_members(reference, model, grid_shape, backend, batch_size,
         return np.array([e["total"] for e in result.energies]), result.forces
     layout = GridLayout.distribute(grid_shape, comm)
     params = SnapParams.from_dict(model.descriptor_params)
-    descriptors = compute_descriptors(system.atoms, layout, params, comm, backend=backend)
+    descriptors = compute_descriptors(system.atoms, layout, params, backend=backend)
     energies = []
     for member in [None] if model.n_members == 1 else range(model.n_members):
         ldos = predict_ldos(model, descriptors, batch_size, device, member=member)

@@ -127,7 +127,7 @@ class BrickSource:
     """
 
     def __init__(self, system, layout, snap_params, backend, ckpt):
-        self.streaming = row_source(system.atoms, layout, snap_params, layout.comm, backend)
+        self.streaming = row_source(system.atoms, layout, snap_params, backend)
         self.whole = None
         self._args = (system.atoms, layout, snap_params, backend, ckpt)
 
@@ -143,7 +143,7 @@ class BrickSource:
             return
         log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call (no progress), roughly "
                  "%.0f s at 0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
-        self.whole = compute_descriptors(atoms, layout, snap_params, layout.comm, backend=backend)
+        self.whole = compute_descriptors(atoms, layout, snap_params, backend=backend)
         if ckpt:
             ckpt.write_stage("descriptors", self.whole)
         fault_injection_point("after_descriptors")
