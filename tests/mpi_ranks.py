@@ -49,8 +49,8 @@ def mpi_environment(**extra):
 
 def ranks_marker(item):
     """(ranks, timeout in s) of an ``mpi(ranks=N)`` test, or None."""
-    marker = item.get_closest_marker("mpi")
-    if marker is None or "ranks" not in marker.kwargs:
+    marker = next((m for m in item.iter_markers("mpi") if "ranks" in m.kwargs), None)  # beside a plain "mpi" mark too
+    if marker is None:
         return None
     return int(marker.kwargs["ranks"]), float(marker.kwargs.get("timeout", DEFAULT_TIMEOUT_S))
 
