@@ -2,8 +2,8 @@
 
 Layers, lowest first (a module may import its own layer and the layers below it):
 
-1. ``infrastructure``: errors, units, parallel (MPI), device (CPU/GPU choice), timing, decomposition (the grid
-   layout), io (files), and the package root (its version). No physics: they move arrays and files, whatever they mean.
+1. ``infrastructure``: errors, units, parallel (MPI), device (CPU/GPU choice), schema (declaring and reading
+   inputs), timing, decomposition (the grid layout), io (files), and the package root (its version). No physics: they move arrays and files, whatever they mean.
 2. ``physics``: structure, descriptors, model, ldos, energy, datagen (MD and QE inputs): plain functions on
    arrays that compute things, called with a communicator and a layout but knowing nothing of input files.
 3. ``application``: config (the input schema), tasks (one function of (config, comm) each) and interfaces (the
@@ -21,7 +21,7 @@ from conftest import REPO
 PACKAGE = REPO / "mldft_app"
 
 LAYERS = (
-    ("infrastructure", ("mldft_app", "errors", "units", "parallel", "device", "timing", "decomposition", "io")),
+    ("infrastructure", ("mldft_app", "errors", "units", "parallel", "device", "schema", "timing", "decomposition", "io")),
     ("physics", ("structure", "descriptors", "model", "ldos", "energy", "datagen")),
     ("application", ("config", "tasks", "interfaces")),
     ("entry", ("cli", "commands")),
