@@ -8,19 +8,24 @@ from contextlib import contextmanager
 log = logging.getLogger(__name__)
 
 
-def steady_allocation(trim_bytes=1 << 30, mmap_bytes=32 << 20):
+def steady_allocation(trim_bytes=1 << 30):
     """Make a loop of large temporaries cheap in system time (call once, before the heavy work).
 
-    glibc gives freed heap memory above its trim threshold back to the kernel and serves blocks above
-    its mmap threshold with fresh mappings, so a batch loop that allocates and frees ~10-30 MB per
-    batch (descriptors, network activations) faults in zeroed pages again and again. Here blocks up to
-    ``mmap_bytes`` come from the heap and up to ``trim_bytes`` of freed heap stay in the process. The
-    objects made so far (mostly by imports) are moved out of Python's cyclic garbage collector
-    (``gc.freeze``), whose full collections otherwise traverse them all. No effect where glibc is absent.
+    glibc gives freed heap memory above its trim threshold back to the kernel and serves large blocks
+    (above 32 MiB at most) with fresh mappings, so a batch loop that allocates and frees tens of MB per
+    batch (descriptors, network activations, the float64 blocks of the DOS sum) faults in zeroed pages
+    again and again. Here every block comes from the heap (no mmap'd blocks) and up to ``trim_bytes`` of
+    freed heap stay in the process, so the loop reuses its memory. NumPy's transparent huge pages for
+    large arrays are turned off: a first touch of fresh huge pages cost several times the system time
+    of 4 KiB pages where this was measured (a virtual machine). The objects made so far (mostly by
+    imports) are moved out of Python's cyclic garbage collector (``gc.freeze``), whose full collections
+    otherwise traverse them all. Each part is skipped where its library (glibc, that NumPy hook) is absent.
     """
     import ctypes
     import ctypes.util
     import gc
+
+    import numpy as np
 
     gc.freeze()
     name = ctypes.util.find_library("c")
@@ -31,7 +36,11 @@ def steady_allocation(trim_bytes=1 << 30, mmap_bytes=32 << 20):
         mallopt = None
     if mallopt is not None:
         mallopt(-1, int(trim_bytes))  # M_TRIM_THRESHOLD
-        mallopt(-3, int(mmap_bytes))  # M_MMAP_THRESHOLD (glibc caps it at 32 MiB on 64-bit)
+        mallopt(-4, 0)  # M_MMAP_MAX: no mmap'd blocks (glibc still maps memory when the heap cannot grow)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    set_hugepage = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if set_hugepage is not None:
+        set_hugepage(False)
 
 
 def peak_memory_mib():
