@@ -11,7 +11,8 @@ from mldft_app.model.inference import predict_ldos
 from mldft_app.model.network import LdosNetwork
 from mldft_app.model.scaling import InputScaler, OutputScaler
 from mldft_app.model.store import MODEL_FORMAT_VERSION, TrainedModel, load_model, save_model
-from mldft_app.model.training import bootstrap_regions, member_checkpoint, train_model
+from mldft_app.model.restart import member_checkpoint
+from mldft_app.model.training import bootstrap_regions, train_model
 from mldft_app.model.data import Region
 from mldft_app.model.uncertainty import (
     DescriptorRange, RunningSpread, coverage_counts, ensemble_mean_std, fit_sigma_scale, fraction_within,

@@ -14,7 +14,8 @@ from mldft_app.decomposition import block_split
 from mldft_app.model.data import (
     InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_owner,
 )
-from mldft_app.model.training import derive_valence_electrons, train_model
+from mldft_app.model.survey import derive_valence_electrons
+from mldft_app.model.training import train_model
 from mldft_app.errors import UserInputError
 from mldft_app.parallel import Comm
 
@@ -167,13 +168,19 @@ def test_valence_electrons_of_two_elements():
         derive_valence_electrons(compositions[:1])
 
 
-def test_bad_hyperparameters_are_user_errors(files):
-    with pytest.raises(UserInputError, match="validation_fraction"):
-        train_model(files, [], max_epochs=1, patience=1, seed=0, validation_fraction=1.0, **FAST)
-    with pytest.raises(UserInputError, match="positive"):
-        train_model(files, [], max_epochs=0, patience=1, seed=0, **FAST)
-    with pytest.raises(UserInputError, match="network: unknown activation 'swish'"):
-        train_model(files, [], max_epochs=1, patience=1, seed=0, **(FAST | {"activation": "swish"}))
+def test_bad_hyperparameters_are_user_errors(files, tmp_path):
+    """The input schema refuses them (training does not check them again); holding out a fraction 0 of
+    the planes with no validation snapshots is refused by training (a combination of two keys)."""
+    from mldft_app import config
+
+    base = {"task": "train", "snapshots": [str(f) for f in files], "model_file": str(tmp_path / "m.pt")}
+    for section, key, value in [("training", "validation_fraction", 1.0), ("training", "max_epochs", 0),
+                                ("training", "patience", 0), ("training", "batch_size", 0),
+                                ("training", "ensemble_size", 0), ("network", "activation", "swish")]:
+        with pytest.raises(UserInputError, match=f"'{section}.{key}'"):
+            config.parse_config(base | {section: {key: value}}, tmp_path)
+    with pytest.raises(UserInputError, match="validation_fraction is 0 and no validation snapshots"):
+        train_model(files, [], max_epochs=1, patience=1, seed=0, validation_fraction=0.0, **FAST)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

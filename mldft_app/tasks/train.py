@@ -13,7 +13,8 @@ from ..device import select_device
 from ..io.atomic import temporary_path
 from ..io.output import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
-from ..model.training import member_checkpoint, train_model
+from ..model.restart import member_checkpoint
+from ..model.training import train_model
 from ..parallel import checked_on_root
 
 log = logging.getLogger(__name__)
