@@ -9,10 +9,10 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import expit
 
+from mldft_app.ldos.fermi_tail import fermi_tail
 from mldft_app.ldos.weights import (
     band_energy_weights,
     entropy_weights,
-    fermi_tail,
     occupation_weights,
     trapezoid_weights,
 )

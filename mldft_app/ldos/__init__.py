@@ -2,7 +2,8 @@
 Fermi level / band energy / -TS chain (units: eV, Angstrom)."""
 
 from .integrals import band_energy, density_from_ldos, dos_from_ldos, electron_count, fermi_level, minus_ts
-from .weights import band_energy_weights, entropy_weights, fermi_tail, occupation_weights, trapezoid_weights
+from .fermi_tail import fermi_tail
+from .weights import band_energy_weights, entropy_weights, occupation_weights, trapezoid_weights
 
 __all__ = [
     "band_energy",
