@@ -38,6 +38,34 @@ def test_fingerprint_changes_with_every_item(item, value):
     assert input_fingerprint(**BASE) == input_fingerprint(**{**BASE, "descriptor_params": {"rcutfac": 4.67637, "twojmax": 10}})
 
 
+def test_one_fingerprint_scheme_for_predict_and_training():
+    """Predict's and training's checkpoints hash their items alike (arrays and tensors bit for bit by their bytes);
+    the values are those training checkpoints have had since format 1 (computed with the code before the
+    schemes were merged), so existing training checkpoints stay valid."""
+    from pathlib import Path
+
+    import torch
+
+    from mldft_app.io.fingerprint import fingerprint, item_hashes
+
+    items = {"hyperparameters.seed": 3, "training regions": [["a.h5", 0, 9]],
+             "weights": np.arange(6, dtype=np.float32).reshape(2, 3), "tensor": torch.tensor([1.5, -2.0], dtype=torch.float64),
+             "file": Path("/x/y.h5"), "scalar": np.float64(0.25), "state": {"kind": "standard", "count": np.int64(7)}}
+    hashes = item_hashes(items)
+    assert hashes["weights"] == "fe00574bc1d100afd8a15f0b82fe409edf5b948b3fe20cea48f9e781607713f1"
+    assert fingerprint(hashes) == "ff9da8911f4f6d454889a51dc57c95cb56303165661f3d1e4fb6abe68addeebe"
+    assert item_hashes({"weights": np.arange(6, dtype=np.float64).reshape(2, 3)}) != {"weights": hashes["weights"]}
+    assert input_fingerprint(**BASE) == fingerprint(fingerprint_items(**BASE))
+
+
+def test_manifest_of_the_earlier_fingerprint_scheme_is_refused_by_name(tmp_path):
+    path = tmp_path / "run.ckpt"
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update(format="mldft_app.checkpoint", format_version=1, code_version="0.9", fingerprint="old")
+    with pytest.raises(CollectiveInputError, match="computes differently.*remove it"):
+        Checkpoint(path, GridLayout.create(SHAPE, 1, 0), input_fingerprint(**BASE), fingerprint_items(**BASE))
+
+
 def test_checksum_does_not_depend_on_the_decomposition():
     values = np.random.default_rng(0).random(SHAPE + (3,))
     whole = local_checksum(values, (0, 0, 0), SHAPE, SHAPE)

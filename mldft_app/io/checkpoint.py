@@ -23,7 +23,6 @@ the path holds something this run did not write.
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -33,12 +32,15 @@ import numpy as np
 from .. import __version__
 from ..errors import CollectiveInputError, UserInputError
 from .checksum import global_checksum, local_checksum
-from .hdf5 import box_io, commit_rename, fsync_path, open_file, writing
+from .atomic import atomic_path, temporary_path
+from .hdf5 import box_io, commit_rename, open_file, writing
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mldft_app.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: input fingerprints in the scheme of :mod:`.fingerprint` shared with training's checkpoints (1: arrays hashed
+as JSON lists); a checkpoint of version 1 is refused, since its fingerprint cannot be compared."""
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -86,12 +88,9 @@ class Checkpoint:
 
     def _write_manifest(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with h5py.File(tmp, "w") as h5:
+        with atomic_path(self.path) as written, h5py.File(written, "w") as h5:
             h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, code_version=__version__,
                             fingerprint=self.fingerprint, fingerprint_items=json.dumps(self.items, sort_keys=True))
-        fsync_path(tmp)
-        os.replace(tmp, self.path)
 
     # -- names ---------------------------------------------------------------------------------------
 
@@ -189,7 +188,7 @@ class Checkpoint:
         start, count = layout.brick_part(box)
         values = np.ascontiguousarray(local, dtype=dtype).reshape(tuple(count) + (m,))
         box_shape = tuple(int(b - a) for a, b in zip(box[0], box[1]))
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = temporary_path(final)
         checksum = global_checksum(self.comm, local_checksum(values, start, count, layout.shape))
         with writing(tmp, self.comm, "writing checkpoint file") as h5:
             dset = h5.create_dataset("data", shape=box_shape + (m,), dtype=dtype)
@@ -271,6 +270,12 @@ def _validate_manifest(path, fingerprint, items):
         raise UserInputError(f"{path} is not an mldft_app checkpoint (format {attrs.get('format')!r}); remove it (and {path}.*) to start afresh")
     if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
         raise UserInputError(f"checkpoint {path} has format version {attrs['format_version']}; this code reads up to {FORMAT_VERSION}")
+    if int(attrs.get("format_version", 0)) < FORMAT_VERSION:
+        raise UserInputError(
+            f"checkpoint {path} was written by mldft_app {attrs.get('code_version')} (checkpoint format "
+            f"{attrs.get('format_version')}), whose input fingerprints this version computes differently, so it cannot "
+            f"tell whether the checkpoint belongs to these inputs: remove it (and {path}.*) to start afresh"
+        )
     if attrs.get("fingerprint") != fingerprint:
         stored = json.loads(attrs.get("fingerprint_items", "{}"))
         differing = sorted(k for k in set(stored) | set(items) if stored.get(k) != items.get(k)) if stored and items else []

@@ -1,29 +1,47 @@
-"""Input fingerprints of predict's checkpoint: sha256 of the canonical JSON of each input item the checkpointed
-data depend on, so that a checkpoint of other inputs is refused naming what differs (:mod:`.checkpoint`).
+"""Input fingerprints of checkpoints (predict's grid stages and training's epochs), one scheme for both.
+
+Each input item the checkpointed data depend on is hashed: the sha256 of its canonical JSON, in which
+arrays and tensors appear as their dtype, shape and the sha256 of their bytes (so they are compared bit
+for bit). The fingerprint is the sha256 over the item hashes. A checkpoint whose fingerprint is not the
+run's is refused, naming the items whose hashes differ (:mod:`.checkpoint`, :mod:`mldft_app.model.checkpoint`).
 """
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
 
-def _canonical(value):
-    """JSON-ready form: arrays to nested lists, numpy scalars to Python, dict keys sorted by json."""
+def canonical(value):
+    """JSON-ready form of ``value``: dicts (keys as str), lists/tuples as lists, ndarrays and torch tensors as
+    ``{"dtype", "shape", "sha256"}`` of their bytes, numpy scalars as Python numbers, paths as str."""
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
+        return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
+        return [canonical(v) for v in value]
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor (torch is not imported here)
+        value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return _canonical(value.tolist())
+        return {"dtype": str(value.dtype), "shape": list(value.shape), "sha256": hashlib.sha256(value.tobytes()).hexdigest()}
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 
-def _sha256_json(value):
-    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+def item_hashes(items):
+    """{name: sha256 hex of the canonical JSON of the value} of a dict of input items."""
+    return {
+        str(name): hashlib.sha256(json.dumps(canonical(value), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        for name, value in items.items()
+    }
+
+
+def fingerprint(hashes):
+    """One sha256 hex over the item hashes of :func:`item_hashes`."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
 def fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
@@ -51,12 +69,12 @@ def fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file
     }
     for key, value in (extra or {}).items():
         items[f"extra.{key}"] = value
-    return {name: _sha256_json(value) for name, value in items.items()}
+    return item_hashes(items)
 
 
 def input_fingerprint(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra=None):
-    """sha256 (hex) of the canonical JSON of all input items (see :func:`fingerprint_items`)."""
-    return _sha256_json(fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra))
+    """:func:`fingerprint` of the :func:`fingerprint_items` of predict's inputs."""
+    return fingerprint(fingerprint_items(structure_positions, cell, numbers, grid_shape, model_file_bytes_hash, descriptor_params, extra))
 
 
 def file_sha256(path, block=1 << 22):
@@ -68,4 +86,4 @@ def file_sha256(path, block=1 << 22):
     return digest.hexdigest()
 
 
-__all__ = ["file_sha256", "fingerprint_items", "input_fingerprint"]
+__all__ = ["canonical", "file_sha256", "fingerprint", "fingerprint_items", "input_fingerprint", "item_hashes"]

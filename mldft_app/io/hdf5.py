@@ -8,13 +8,13 @@ the error goes on to :func:`~mldft_app.parallel.run_or_abort`, which ends the jo
 """
 
 import contextlib
-import os
 
 import h5py
 import numpy as np
 
 from ..errors import UserInputError
 from ..parallel import shorten
+from .atomic import commit
 
 ABANDONED_FILES = []
 """mpio files of a failed write, kept referenced so that no collective close runs before the job ends."""
@@ -68,23 +68,12 @@ def writing(path, comm, what="writing file"):
     h5.close()
 
 
-def fsync_path(path):
-    """fsync a file or directory by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_rename(tmp, final, comm):
-    """After a collective close: rank 0 makes ``tmp`` durable (fsync) and renames it to ``final``, the completion
-    marker (then fsyncs the directory); every rank waits for it."""
+    """After a collective close: rank 0 commits ``tmp`` to ``final`` (:func:`.atomic.commit`: fsync, rename, the
+    completion marker, directory fsync); every rank waits for it."""
     comm.barrier()
     if comm.is_root:
-        fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_path(final.parent)
+        commit(tmp, final)
     comm.barrier()
 
 
@@ -114,5 +103,5 @@ def box_io(dset, start, count, buf, write, comm):
         (dset.id.write if write else dset.id.read)(mspace, fspace, buf)
 
 
-__all__ = ["ABANDONED_FILES", "abandon", "box_io", "commit_rename", "fsync_path", "io_failure", "is_io_error",
+__all__ = ["ABANDONED_FILES", "abandon", "box_io", "commit_rename", "io_failure", "is_io_error",
            "open_file", "writing"]

@@ -16,12 +16,12 @@ stored bit for bit, so a resumed run continues exactly where the checkpointed on
 Atomicity: rank 0 writes the file through :func:`mldft_app.io.atomic.atomic_path` (``<path>.tmp``,
 fsync, rename), so a file with the final name is always whole, even after SIGKILL.
 
-The fingerprint is the sha256 of the items: the hyperparameters, the data (files, regions,
-training-data statistics) and the loading mode. A checkpoint whose fingerprint differs from the
-run's is refused with a message naming the items that differ.
+The fingerprint (:mod:`mldft_app.io.fingerprint`, the scheme of predict's checkpoints too) covers the
+items: the hyperparameters, the data (files, regions, training-data statistics) and the loading mode
+(:func:`.restart.fingerprint_items`). A checkpoint whose fingerprint differs from the run's is refused
+with a message naming the items that differ.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,38 +32,10 @@ import torch
 from .. import __version__
 from ..errors import UserInputError
 from ..io.atomic import atomic_path
+from ..io.fingerprint import fingerprint
 
 FORMAT = "mldft_app.train_checkpoint"
 FORMAT_VERSION = 1
-
-
-def _canonical(value):
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return {"dtype": str(value.dtype), "shape": list(value.shape), "sha256": hashlib.sha256(value.tobytes()).hexdigest()}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def item_hashes(items):
-    """{name: sha256 hex of the canonical JSON of the value} (arrays and tensors hashed bit for bit)."""
-    return {
-        str(name): hashlib.sha256(json.dumps(_canonical(value), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        for name, value in items.items()
-    }
-
-
-def fingerprint(hashes):
-    """One sha256 hex over the item hashes of :func:`item_hashes`."""
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------

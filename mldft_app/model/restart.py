@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.fingerprint import item_hashes
 from ..parallel import checked_on_root
 from . import checkpoint as ckpt
 
@@ -37,7 +38,7 @@ def fingerprint_items(hyper, loading, train_regions, validation_regions, train_b
         "training blocks": [[b.lo, b.hi] for b in train_blocks],
         "training data statistics": [input_scaler.state_dict(), output_scaler.state_dict()],
     }
-    return ckpt.item_hashes(items)
+    return item_hashes(items)
 
 
 def resume_state(path, restart, hashes, comm):
