@@ -4,7 +4,8 @@ import pytest
 
 from mldft_app.decomposition import GridLayout
 from mldft_app.errors import UserInputError
-from mldft_app.io.output import check_output_path, open_output, write_decomposition
+from mldft_app.io.output import open_output, write_decomposition
+from mldft_app.io.output_files import check_output_path
 from mldft_app.parallel import Comm
 
 

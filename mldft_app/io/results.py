@@ -11,7 +11,8 @@ from ..parallel import checked_on_root
 from ..timing import format_table
 from ..units import BOHR_ANGSTROM, LDOS_UNITS
 from .cube import write_cube
-from .output import check_free_space, open_output, result_size_bytes, write_decomposition, write_structure, xdmf_sidecar
+from .output import open_output, write_decomposition, write_structure
+from .output_files import check_free_space, result_size_bytes, xdmf_sidecar
 from .plots import plot_output
 from .xdmf import write_xdmf
 

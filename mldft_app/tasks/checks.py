@@ -7,7 +7,7 @@ the disk) and the memory per rank. The physics checks live with the physics: the
 
 from pathlib import Path
 
-from ..io.output import check_free_space, check_inputs_are_not_outputs, check_result_files, result_files, result_size_bytes
+from ..io.output_files import check_free_space, check_inputs_are_not_outputs, check_result_files, result_files, result_size_bytes
 from ..errors import UserInputError
 
 

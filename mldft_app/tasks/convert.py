@@ -23,7 +23,7 @@ import numpy as np
 from ..decomposition import GridLayout
 from ..descriptors import compute_descriptors
 from ..io.cube import read_cube, read_cube_header
-from ..io.output import check_free_space, check_inputs_are_not_outputs, check_output_path
+from ..io.output_files import check_free_space, check_inputs_are_not_outputs, check_output_path
 from ..io.qe import PPX_LDOS_TO_EV_ANGSTROM3, read_pw_output
 from ..io.snapshot import write_snapshot
 from ..errors import UserInputError

@@ -32,7 +32,7 @@ from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..device import select_device
 from ..energy.forces import member_energies_and_forces
-from ..io.output import check_inputs_are_not_outputs, check_output_path
+from ..io.output_files import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
 from ..ldos.analysis import analyse_ldos
 from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..device import select_device
 from ..io.atomic import temporary_path
-from ..io.output import check_inputs_are_not_outputs, check_output_path
+from ..io.output_files import check_inputs_are_not_outputs, check_output_path
 from ..model.store import save_model
 from ..model.restart import member_checkpoint
 from ..model.training import train_model
