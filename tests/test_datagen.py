@@ -200,7 +200,7 @@ def test_datagen_runs_restarts_and_skips_finished_snapshots(tmp_path):
 
 def test_trajectories_give_independent_md_runs_with_their_own_seeds(tmp_path):
     from mldft_app.config import parse_config
-    from mldft_app.tasks.datagen import TRAJECTORY_SEED_STRIDE, plan_campaign
+    from mldft_app.tasks.datagen_plan import TRAJECTORY_SEED_STRIDE, plan_campaign
 
     data = yaml.safe_load(TINY.read_text())
     data["output_dir"] = str(tmp_path / "run")
