@@ -38,6 +38,8 @@ PATH_PLACEHOLDER = "<WORKDIR>"
 """Attributes that hold file paths (config_yaml, model_file, snapshot_file) are compared with the run's
 directory replaced by this placeholder."""
 
+PARSED = {"/@config_yaml": "the validated input, compared as parsed YAML (the same keys and values in any order)"}
+
 TOLERANCES = {"predict:/forces": 1e-6}
 """Datasets compared by value to a relative tolerance instead of bit for bit, with the reason:
 ``forces`` (eV/Angstrom): since predict's forces reuse predict's own LDOS analysis (issue 15) instead of a
@@ -83,10 +85,14 @@ def write_inputs(workdir):
     return paths
 
 
-def _entry(value, workdir):
-    """{"dtype", "shape", "sha256"} and, for small numeric values, "value" of a dataset or attribute."""
+def _entry(value, workdir, parse=False):
+    """{"dtype", "shape", "sha256"} and, for small numeric values, "value" of a dataset or attribute; with
+    ``parse``, a YAML text's parsed value."""
     if isinstance(value, bytes):
         value = value.decode()
+    if parse:
+        text = value.replace(str(workdir), PATH_PLACEHOLDER).replace(str(REPO), "<REPO>")
+        return {"dtype": "yaml", "value": yaml.safe_load(text)}
     if isinstance(value, str):
         value = value.replace(str(workdir), PATH_PLACEHOLDER).replace(str(REPO), "<REPO>")
         return {"dtype": "str", "sha256": hashlib.sha256(value.encode()).hexdigest(), "value": value[:200]}
@@ -107,7 +113,7 @@ def digest(h5_path, workdir):
 
     def add(key, value):
         if key not in EXCLUDED:
-            out[key] = _entry(value, workdir)
+            out[key] = _entry(value, workdir, parse=key in PARSED)
 
     with h5py.File(h5_path, "r") as h5:
         for key, value in h5.attrs.items():

@@ -16,6 +16,7 @@ from mldft_app.model.store import save_model
 from mldft_app.parallel import Comm
 from mldft_app.ldos.analysis import analyse_ldos
 from mldft_app.ldos.system import ElectronicSystem, ionic_from_pseudopotentials
+from upf_variants import core_corrected_al
 
 import tiny_model as helper
 
@@ -111,3 +112,54 @@ def test_ensemble_results_carry_the_spread(model_file, tmp_path):
     np.testing.assert_allclose(both["forces"], (a["forces"] + b["forces"]) / 2, atol=1e-9)
     np.testing.assert_allclose(both["forces_std"], np.abs(a["forces"] - b["forces"]) / np.sqrt(2), atol=1e-9)
     assert both["out_of_range_fraction"] == 0.0
+
+
+def test_only_the_requested_properties_are_computed(model_file, monkeypatch):
+    """Energy: descriptors without gradients only; forces then: descriptors with gradients only (the energies'
+    analysis is reused); asking again computes nothing; the UPF files are read once, in the constructor."""
+    import mldft_app.ldos.system as system_module
+    from mldft_app.descriptors.torch_backend import BrickDescriptors
+
+    calls, reads = [], []
+    compute, read_upf = BrickDescriptors.compute, system_module.read_upf
+    monkeypatch.setattr(BrickDescriptors, "compute",
+                        lambda self, first, stop, positions=None: calls.append(positions is not None)
+                        or compute(self, first, stop, positions))
+    monkeypatch.setattr(system_module, "read_upf", lambda path: reads.append(path) or read_upf(path))
+    atoms = helper.displaced_al4()
+    atoms.calc = calculator(model_file)
+    assert len(reads) == 1
+    energy = atoms.get_potential_energy()
+    assert calls and not any(calls) and "forces" not in atoms.calc.results
+    n_forward = len(calls)
+    forces = atoms.get_forces()
+    assert len(calls) > n_forward and all(calls[n_forward:])  # only the backward pass was added
+    n_calls = len(calls)
+    assert atoms.get_potential_energy() == energy and np.array_equal(atoms.get_forces(), forces)
+    assert len(calls) == n_calls
+    atoms.positions[1, 2] += 0.02
+    atoms.get_forces()  # a new structure: both passes, the pseudopotentials not read again
+    assert len(calls) > n_calls and len(reads) == 1
+
+
+def test_user_errors_raise_ase_error_classes(model_file, tmp_path):
+    from ase.calculators.calculator import CalculatorSetupError, InputError, PropertyNotImplementedError
+
+    with pytest.raises(CalculatorSetupError, match="grid_shape"):
+        MldftCalculator(model_file, (10, 10), {"Al": str(UPF)})
+    with pytest.raises(CalculatorSetupError, match="pseudopotentials"):
+        MldftCalculator(model_file, SHAPE, {})
+    with pytest.raises(CalculatorSetupError, match="is for element Cu"):
+        MldftCalculator(model_file, SHAPE, {"Al": "/usr/share/espresso/pseudo/Cu.pz-d-rrkjus.UPF"})
+    with pytest.raises(CalculatorSetupError, match="temperature"):
+        MldftCalculator(model_file, SHAPE, {"Al": str(UPF)}, temperature=-5.0)
+    atoms = helper.displaced_al4()
+    atoms.symbols[0] = "Cu"
+    atoms.calc = MldftCalculator(model_file, SHAPE, {"Al": str(UPF), "Cu": "/usr/share/espresso/pseudo/Cu.pz-d-rrkjus.UPF"})
+    with pytest.raises(InputError, match="Cu"):
+        atoms.get_potential_energy()
+    atoms = helper.displaced_al4()
+    atoms.calc = MldftCalculator(model_file, SHAPE, {"Al": str(core_corrected_al(tmp_path))})
+    assert np.isfinite(atoms.get_potential_energy())  # the energy is defined with a core correction
+    with pytest.raises(PropertyNotImplementedError, match="core correction"):
+        atoms.get_forces()

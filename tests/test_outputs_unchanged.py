@@ -3,7 +3,8 @@ postprocess under ``mpirun -n 2`` against the digest of the same runs on the bas
 
 Every dataset and attribute of both HDF5 outputs is compared bit for bit (SHA-256 of its bytes, dtype,
 shape), except what legitimately changes between identical runs or versions (``outputs_digest.EXCLUDED``:
-the code version, wall times, peak memory; file paths are replaced by placeholders) and the forces, compared
+the code version, wall times, peak memory; file paths are replaced by placeholders), the validated input
+(``config_yaml``: compared as parsed YAML, so a reordering of its keys passes) and the forces, compared
 to a relative 1e-6 (``outputs_digest.TOLERANCES``: the forces reuse predict's float32 LDOS since issue 15).
 The reference ``tests/data/outputs_reference.json`` comes from ``tests/data/make_outputs_reference.py`` run on
 commit 2b13f56 (recorded in the file). Regenerate it only for an intended change of the outputs, and say so in

@@ -152,3 +152,18 @@ def test_float32_torch_descriptors_keep_the_energies_within_0p1_mev_per_atom(run
             assert difference < 1e-4, f"{name}: {1e3 * difference:.4f} meV/atom"
         assert abs(f32["energies/fermi"][()] - ref["energies/fermi"][()]) < 1e-4
         assert not np.array_equal(f32["density"][()], ref["density"][()])  # really another computation
+
+
+def test_forces_with_a_core_correction_are_refused_in_the_preflight(tmp_path):
+    """physics.forces with a core-corrected pseudopotential: rank 0's pre-flight refuses it, before descriptors."""
+    from mldft_app.config import load_config
+    from mldft_app.errors import UserInputError
+    from mldft_app.tasks.predict import preflight
+    from upf_variants import core_corrected_al
+
+    pseudo = {"Al": str(core_corrected_al(tmp_path))}
+    path = write_input(tmp_path, "nlcc", shape=(6, 6, 6), physics={"forces": True, "pseudopotentials": pseudo})
+    with pytest.raises(UserInputError, match="physics.forces: the pseudopotentials of Al have a nonlinear core correction"):
+        preflight(load_config(path))
+    preflight(load_config(write_input(tmp_path, "nlcc_energy", shape=(6, 6, 6), physics={"pseudopotentials": pseudo})))
+

@@ -26,7 +26,13 @@ Derivation
 4. dE/dR = sum_{r,i} dE/dL(r, i) dL(r, i)/dR is one vector-Jacobian product per grid chunk, done by
    torch autograd through the network and the SNAP descriptors (the torch backend, differentiable in
    the positions); every rank does its own brick and the partial derivatives are summed over ranks.
-   The Ewald forces are analytic (:func:`mldft_app.energy.ewald.ewald_forces`).
+   Terms with an explicit dependence on the positions add their own forces
+   (:func:`mldft_app.energy.total.explicit_forces`: the analytic Ewald forces).
+
+The work splits in two: the energies (descriptors without gradients, the network, :func:`analyse_ldos`) and,
+from them, :func:`energy_gradient` and :func:`forces_from_gradients` (descriptors with autograd, the backward
+pass). ``predict`` does the first half anyway and calls only the second; :func:`member_energies_and_forces` does
+both (ASE calculator, evaluate).
 
 Nothing of full-grid size is held on one rank. Units: eV, Angstrom, forces in eV/Angstrom.
 """
@@ -40,9 +46,9 @@ import torch
 
 from ..decomposition import GridLayout, voxel_volume
 from ..descriptors.snap_params import SnapParams
-from .ewald import ewald_forces
+from ..device import select_device
 from .fft import DistributedFFT
-from .total import density_terms, total_energy
+from .total import explicit_forces, forces_unavailable
 from .xc import xc
 from ..ldos.weights import band_energy_weights, entropy_weights, occupation_weight_derivative, occupation_weights
 from ..parallel import Comm
@@ -59,7 +65,11 @@ __all__ = [
     "XC_RESPONSE_STEP",
     "MemberForces",
     "energy_and_forces",
+    "energy_gradient",
+    "forces_from_gradients",
+    "member_ldos_analyses",
     "member_energies_and_forces",
+    "MemberLdos",
     "ldos_energy_gradient",
     "xc_response",
 ]
@@ -80,9 +90,7 @@ def xc_response(density_local, fft, functional, step=XC_RESPONSE_STEP):
 def ldos_energy_gradient(ldos_local, system, layout, comm):
     """Total energy from this rank's LDOS and its derivative dE/dL with respect to the LDOS values.
 
-    Collective. Uses :func:`analyse_ldos` (DOS, Fermi level, density, E_b, -TS) and
-    :func:`~mldft_app.energy.total.density_terms` (Hartree, XC, Ewald, double counting); the
-    derivative follows the module docstring, with mu following the electron-count constraint.
+    Collective. :func:`analyse_ldos` (with the potentials) followed by :func:`energy_gradient`.
 
     Parameters
     ----------
@@ -102,23 +110,32 @@ def ldos_energy_gradient(ldos_local, system, layout, comm):
     """
     if system.ionic is None:
         raise ValueError("forces need the total energy: the ionic setup (pseudopotentials) is missing")
-    _check_no_core_correction(system.ionic)
+    _check_forces_available(system.ionic)
     ldos = np.asarray(ldos_local, dtype=np.float64).reshape(layout.n_local, -1)
+    results = analyse_ldos(ldos, system, layout, comm, potentials=True)
+    return results, energy_gradient(ldos, results, system, layout, comm)
+
+
+def energy_gradient(ldos_local, results, system, layout, comm):
+    """dE_total/dL(r, i) of this rank's LDOS (n_local, n_e) from its analysis (collective).
+
+    ``results``: :func:`analyse_ldos` of this very LDOS with ``potentials=True`` (Fermi level, DOS, density and
+    the Hartree potential are reused; only (dv_xc/dn) n is computed here, by :func:`xc_response`). The
+    derivative follows the module docstring, with mu following the electron-count constraint. Returns ndarray
+    (n_local, n_e) float64, eV per states/(eV Angstrom^3).
+    """
+    _check_forces_available(system.ionic)
+    if results.potentials is None:
+        raise ValueError("energy_gradient needs the analysis' potentials: analyse_ldos(..., potentials=True)")
     kt = kelvin_to_ev(system.temperature)
     cell = np.asarray(system.atoms.cell[:], dtype=np.float64)
     dv = voxel_volume(cell, layout.shape)
-    results = analyse_ldos(ldos, dataclasses.replace(system, ionic=None), layout, comm)
     fft = DistributedFFT(layout, cell)
     try:
-        terms, potentials = density_terms(results.density, layout, system.atoms, system.ionic, fft=fft,
-                                          return_potentials=True)
         kernel = xc_response(results.density, fft, system.ionic.functional)
     finally:
         fft.close()
-    energies = results.energies
-    energies.update(terms)
-    energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
-    mu = energies["fermi"]
+    mu = results.energies["fermi"]
     w_f = occupation_weights(system.energies, mu, kt)
     w_omega = band_energy_weights(system.energies, mu, kt) + entropy_weights(system.energies, mu, kt) - mu * w_f
     dw_f = occupation_weight_derivative(system.energies, mu, kt)
@@ -126,25 +143,49 @@ def ldos_energy_gradient(ldos_local, system, layout, comm):
     if not dn_dmu > 0.0:
         raise ValueError(f"dN/dmu = {dn_dmu:g} states/eV at the Fermi level: the Fermi level does not move "
                          "with the DOS (no states near it), forces are undefined")
-    u = potentials.hartree + kernel
+    u = results.potentials.hartree + kernel
+    ldos = np.asarray(ldos_local).reshape(layout.n_local, -1)
     shift = dv * comm.allreduce_sum(np.dot(u, ldos @ dw_f)) / dn_dmu
-    gradient = dv * (w_omega[None, :] - (u - shift)[:, None] * w_f[None, :])
-    return results, gradient
+    return dv * (w_omega[None, :] - (u - shift)[:, None] * w_f[None, :])
 
 
-def _check_no_core_correction(ionic):
-    """Forces do not include the nonlinear core correction's term yet: refuse such pseudopotentials."""
-    pseudos = getattr(ionic, "pseudopotentials", None) or {}
-    with_core = sorted(s for s, p in pseudos.items() if getattr(p, "core_correction", False))
-    if with_core:
-        raise NotImplementedError("forces with a nonlinear core correction (pseudopotentials of "
-                                  f"{', '.join(with_core)}) are not implemented")
+def _check_forces_available(ionic):
+    """Refuse (NotImplementedError) an ionic set-up some of whose terms cannot give forces (core correction)."""
+    reason = forces_unavailable(ionic.pseudopotentials)
+    if reason:
+        raise NotImplementedError(f"forces: {reason}")
 
 
 def _ldos_tensor(model, network, descriptors, network_dtype):
     """LDOS (n, n_e) float64 tensor of one member's ``network`` from raw descriptors (n, n_desc) float64, differentiable."""
     x = model.input_scaler.transform(descriptors).to(network_dtype)
     return model.output_scaler.inverse_transform(network(x).to(torch.float64))
+
+
+def forces_from_gradients(atoms, model, layout, snap_params, gradients, ionic, comm, device="cpu", chunk_points=None):
+    """Forces of each member from its dE/dL (the backward pass; collective).
+
+    One pass of torch descriptors (float64) with autograd to the positions, chunk by chunk; every member's
+    vector-Jacobian product with its ``gradients[k]`` (n_local, n_e) reuses the chunk's graph. The partial
+    derivatives are summed over ranks and the terms' own forces (:func:`~mldft_app.energy.total.explicit_forces`:
+    Ewald) added. Returns ndarray (K, n_atoms, 3), eV/Angstrom, identical on every rank.
+    """
+    from ..descriptors.torch_backend import BrickDescriptors
+
+    networks = [network.to(device).eval() for network in model.networks]
+    network_dtype = next(networks[0].parameters()).dtype
+    grid = BrickDescriptors(atoms, layout, snap_params, device=device, dtype=torch.float64, chunk_points=chunk_points)
+    positions = torch.tensor(np.asarray(atoms.positions), dtype=torch.float64, device=device, requires_grad=True)
+    de_dr = torch.zeros((len(networks), len(atoms), 3), dtype=torch.float64, device=device)
+    for first, stop in grid.chunks():
+        descriptors = grid.compute(first, stop, positions)
+        for k, network in enumerate(networks):
+            predicted = _ldos_tensor(model, network, descriptors, network_dtype)
+            weight = torch.as_tensor(gradients[k][first:stop], device=device)
+            (grad,) = torch.autograd.grad((predicted * weight).sum(), positions, retain_graph=k < len(networks) - 1)
+            de_dr[k] += grad
+    forces = -comm.allreduce_sum(de_dr.cpu().numpy())
+    return forces + explicit_forces(atoms, ionic)[None]
 
 
 @dataclasses.dataclass
@@ -217,13 +258,66 @@ def energy_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons,
 
 def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=None, snap_params=None,
                                device="cpu", chunk_points=None):
-    """Each ensemble member's total energy and forces, the descriptors of every chunk computed once.
+    """Each ensemble member's total energy and forces, the descriptors of every chunk computed once for the
+    energies and once with gradients.
 
-    Arguments as :func:`energy_and_forces`; returns :class:`MemberForces`. Cost: one descriptor
-    forward pass and, per chunk, one autograd graph through the descriptors that every member's
-    vector-Jacobian product reuses (K backward passes); K LDOS analyses. Memory: the K members'
-    LDOS of this rank's brick, K x n_local x n_e float64.
+    Arguments as :func:`energy_and_forces`; returns :class:`MemberForces`. Cost: :func:`member_ldos_analyses` (one
+    descriptor forward pass, K network passes and K LDOS analyses), K :func:`energy_gradient`, then
+    :func:`forces_from_gradients` (one descriptor pass with autograd, K backward passes). Memory: the K
+    members' LDOS and gradients of this rank's brick, K x n_local x n_e float64 each.
     """
+    _check_forces_available(ionic)
+    analyses = member_ldos_analyses(atoms, model, grid_shape, ionic, temperature, n_electrons, comm, snap_params,
+                                    device, chunk_points)
+    return analyses.with_forces(device=device, chunk_points=chunk_points)
+
+
+@dataclasses.dataclass
+class MemberLdos:
+    """The forward half of :func:`member_energies_and_forces`: every member's LDOS and its analysis (with the
+    potentials), on this rank's brick; :meth:`with_forces` adds the backward half.
+
+    Attributes
+    ----------
+    ldos : ndarray (K, n_local, n_e) float64, states/(eV Angstrom^3)
+    results : list of LdosResults
+    out_of_range : dict or None
+        As :class:`MemberForces`.
+    system, layout, comm, model, snap_params
+        What they were computed for (``system.ionic`` set).
+    """
+
+    ldos: np.ndarray
+    results: list
+    out_of_range: object
+    system: ElectronicSystem
+    layout: object
+    comm: object
+    model: object
+    snap_params: SnapParams
+
+    @property
+    def energies(self):
+        """One energy dict (eV) per member, identical on every rank."""
+        return [r.energies for r in self.results]
+
+    def with_forces(self, device="cpu", chunk_points=None):
+        """:class:`MemberForces` of these analyses: K :func:`energy_gradient` and :func:`forces_from_gradients`."""
+        start = time.perf_counter()
+        gradients = [energy_gradient(self.ldos[k], r, self.system, self.layout, self.comm)
+                     for k, r in enumerate(self.results)]
+        forces = forces_from_gradients(self.system.atoms, self.model, self.layout, self.snap_params, gradients,
+                                       self.system.ionic, self.comm, device=select_device(device, self.comm),
+                                       chunk_points=chunk_points)
+        log.info("forces: %d atoms, %d local points, %d network(s); gradient %.2f s on this rank",
+                 len(self.system.atoms), self.layout.n_local, len(self.results), time.perf_counter() - start)
+        return self.comm.bcast(MemberForces(energies=self.energies, forces=forces, out_of_range=self.out_of_range))
+
+
+def member_ldos_analyses(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=None, snap_params=None,
+                    device="cpu", chunk_points=None):
+    """Every member's LDOS from torch descriptors (float64, no gradients; computed once for all members) and its
+    analysis with the total energy: :class:`MemberLdos` (collective; arguments as :func:`energy_and_forces`)."""
     from ..descriptors.torch_backend import BrickDescriptors
 
     comm = Comm() if comm is None else comm
@@ -231,7 +325,9 @@ def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_e
     layout = GridLayout.distribute(grid_shape, comm)
     system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=np.float64),
                               temperature=float(temperature), n_electrons=float(n_electrons), ionic=ionic)
-    device = torch.device(device)
+    if ionic is None:
+        raise ValueError("the total energy needs the ionic setup (pseudopotentials)")
+    device = select_device(device, comm)
     networks = [network.to(device).eval() for network in model.networks]
     network_dtype = next(networks[0].parameters()).dtype
     start = time.perf_counter()
@@ -245,26 +341,12 @@ def member_energies_and_forces(atoms, model, grid_shape, ionic, temperature, n_e
                 ldos[k, first:stop] = _ldos_tensor(model, network, descriptors, network_dtype).cpu().numpy()
             if outside is not None:
                 outside[first:stop] = model.descriptor_range.outside(descriptors.cpu().numpy()).any(axis=1)
-    forward_seconds = time.perf_counter() - start
-    member_results = [ldos_energy_gradient(ldos[k], system, layout, comm) for k in range(len(networks))]
-    del ldos
-    start = time.perf_counter()
-    positions = torch.tensor(np.asarray(atoms.positions), dtype=torch.float64, device=device, requires_grad=True)
-    de_dr = torch.zeros((len(networks), len(atoms), 3), dtype=torch.float64, device=device)
-    for first, stop in grid.chunks():
-        descriptors = grid.compute(first, stop, positions)
-        for k, network in enumerate(networks):
-            predicted = _ldos_tensor(model, network, descriptors, network_dtype)
-            weight = torch.as_tensor(member_results[k][1][first:stop], device=device)
-            (grad,) = torch.autograd.grad((predicted * weight).sum(), positions, retain_graph=k < len(networks) - 1)
-            de_dr[k] += grad
-    backward_seconds = time.perf_counter() - start
-    forces = -comm.allreduce_sum(de_dr.cpu().numpy())
-    forces += ewald_forces(atoms.cell[:], atoms.positions, ionic.charges)[None]
+    results = [analyse_ldos(ldos[k], system, layout, comm, potentials=True) for k in range(len(networks))]
     ood = None
     if outside is not None:
         totals = comm.allreduce_sum(np.array([np.count_nonzero(outside), layout.n_local], dtype=np.float64))
         ood = {"fraction": float(totals[0] / totals[1]), "points": int(totals[0]), "n_points": int(totals[1])}
-    log.info("forces: %d atoms, %d local points, %d network(s); LDOS %.2f s, gradient %.2f s on this rank",
-             len(atoms), layout.n_local, len(networks), forward_seconds, backward_seconds)
-    return comm.bcast(MemberForces(energies=[r.energies for r, _ in member_results], forces=forces, out_of_range=ood))
+    log.info("%d atoms, %d local points, %d network(s): LDOS and analysis %.2f s on this rank",
+             len(atoms), layout.n_local, len(networks), time.perf_counter() - start)
+    return MemberLdos(ldos=ldos, results=results, out_of_range=ood, system=system, layout=layout, comm=comm,
+                          model=model, snap_params=params)

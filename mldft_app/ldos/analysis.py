@@ -8,11 +8,12 @@ forces, so all of them compute exactly the same quantities.
 import dataclasses
 import logging
 import time
+from typing import Optional
 
 import numpy as np
 
 from ..decomposition import voxel_volume
-from ..energy.total import density_terms, total_energy
+from ..energy.total import DensityPotentials, density_terms, total_energy
 from ..errors import CollectiveInputError, UserInputError
 from ..units import kelvin_to_ev
 from . import integrals
@@ -23,16 +24,20 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class LdosResults:
-    """DOS (n_e,) states/eV; density (n_local,) electrons/Angstrom^3 on this brick; energies in eV."""
+    """DOS (n_e,) states/eV; density (n_local,) electrons/Angstrom^3 on this brick; energies in eV; potentials
+    (:class:`~mldft_app.energy.total.DensityPotentials`, eV on this brick) when asked for (the forces need them)."""
 
     dos: np.ndarray
     density: np.ndarray
     energies: dict
     electrons_from_density: float
+    potentials: Optional[DensityPotentials] = None
 
 
-def analyse_ldos(ldos_local, system, layout, comm):
-    """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e).
+def analyse_ldos(ldos_local, system, layout, comm, potentials=False):
+    """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e), and with
+    ``system.ionic`` the density terms and the total energy (the sum of its named terms,
+    :func:`~mldft_app.energy.total.total_energy`); ``potentials``: keep the Hartree and XC potentials too.
 
     Collective: one reduction of the DOS and one of the electron count. A DOS that cannot hold the
     electrons, or a Fermi level outside the energy window, raises CollectiveInputError on every rank.
@@ -54,10 +59,15 @@ def analyse_ldos(ldos_local, system, layout, comm):
         "band": integrals.band_energy(system.energies, dos, fermi, kt),
         "minus_ts": integrals.minus_ts(system.energies, dos, fermi, kt),
     }
+    kept = None
     if system.ionic is not None:
         start = time.perf_counter()
-        energies.update(density_terms(density, layout, system.atoms, system.ionic))
+        terms = density_terms(density, layout, system.atoms, system.ionic, return_potentials=potentials)
+        if potentials:
+            terms, kept = terms
+        energies.update(terms)
         log.info("Hartree, XC and Ewald in %.2f s", time.perf_counter() - start)
-        energies["total"] = total_energy(energies["band"], energies["minus_ts"], energies)
+        energies["total"] = total_energy(energies)
     electrons = comm.allreduce_sum(density.sum()) * dv
-    return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons)
+    return LdosResults(dos=dos, density=density, energies=energies, electrons_from_density=electrons,
+                       potentials=kept)

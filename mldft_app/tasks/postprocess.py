@@ -6,7 +6,6 @@ Each rank reads only its brick of the snapshot's LDOS, so the grid is never asse
 import logging
 
 import numpy as np
-from ase import Atoms
 
 from .. import config as config_mod
 from ..decomposition import GridLayout
@@ -14,11 +13,9 @@ from ..decomposition import process_grid
 from ..io.results import print_summary, write_results
 from ..io.snapshot import open_snapshot
 from ..ldos.analysis import analyse_ldos
-from ..ldos.checks import check_temperature
-from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
+from ..ldos.system import system_from_snapshot
 from ..errors import UserInputError
 from ..parallel import checked_on_root, node_local_size
-from ..structure import prepare_atoms
 from ..timing import StageTimer
 from .checks import check_memory, check_result_outputs, pseudopotential_inputs
 
@@ -26,25 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def preflight(cfg, n_ranks=1, node_ranks=1):
-    """Snapshot metadata, temperature, memory and output checks (rank 0): (ElectronicSystem, grid shape)."""
+    """Snapshot metadata and temperature, output and memory checks (rank 0): (ElectronicSystem, grid shape)."""
     with open_snapshot(cfg.snapshot_file) as snap:
-        atoms = prepare_atoms(Atoms(numbers=snap.numbers, positions=snap.positions, cell=snap.cell, pbc=True),
-                              source=str(cfg.snapshot_file))
+        system = system_from_snapshot(snap, cfg.snapshot_file, cfg.temperature, cfg.pseudopotentials)
         inputs = {"snapshot_file": cfg.snapshot_file, **pseudopotential_inputs(cfg.pseudopotentials, "pseudopotentials")}
         n_points = int(np.prod(snap.grid_shape))
-        check_result_outputs(cfg.output, inputs, n_ranks, atoms, n_points, snap.energies.size)
+        check_result_outputs(cfg.output, inputs, n_ranks, system.atoms, n_points, snap.energies.size)
         try:
             dims = process_grid(snap.grid_shape, n_ranks)
         except ValueError as err:
             raise UserInputError(f"snapshot_file {cfg.snapshot_file}: {err}; use fewer ranks") from None
         brick_points = int(np.prod([-(-n // d) for n, d in zip(snap.grid_shape, dims)]))
         check_memory(brick_points, 3 * 4.0 * snap.energies.size + 64, node_ranks, "postprocess")
-        temperature = snap.temperature if cfg.temperature is None else cfg.temperature
-        check_temperature(temperature, snap.energies, "temperature" if cfg.temperature is not None else f"snapshot {cfg.snapshot_file}")
-        system = ElectronicSystem(atoms=atoms, energies=np.asarray(snap.energies, dtype=float),
-                                  temperature=float(temperature), n_electrons=snap.n_electrons,
-                                  ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
-        check_electrons_match_ions(system)
         return system, snap.grid_shape
 
 

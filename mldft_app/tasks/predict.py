@@ -18,7 +18,8 @@ from ..device import select_device
 from ..io.atomic import partial_path
 from ..io.checkpoint import Checkpoint
 from ..io.fingerprint import file_sha256, fingerprint_items, input_fingerprint
-from ..energy.forces import member_energies_and_forces
+from ..energy.forces import energy_gradient, forces_from_gradients
+from ..energy.total import forces_unavailable
 from ..io.results import print_summary, write_results
 from ..ldos.analysis import analyse_ldos
 from ..ldos.checks import check_temperature, check_valence
@@ -95,6 +96,9 @@ def preflight(cfg, n_ranks=1, node_ranks=1, backend=None):
     check_electrons_match_ions(system)
     if cfg.physics.forces and system.ionic is None:
         raise UserInputError("physics.forces needs physics.pseudopotentials (the forces are those of the total energy)")
+    if cfg.physics.forces and forces_unavailable(system.ionic.pseudopotentials):
+        raise UserInputError(f"physics.forces: {forces_unavailable(system.ionic.pseudopotentials)}; use "
+                             "pseudopotentials without a core correction (physics.pseudopotentials) or physics.forces: false")
     return PredictSetup(system=system, snap_params=SnapParams.from_dict(model.descriptor_params),
                         model_sha256=file_sha256(cfg.model.file) if cfg.output.restart == "auto" else "")
 
@@ -307,6 +311,7 @@ def run_predict(cfg, comm):
     warn_out_of_range(ood, cfg.model.ood_warning_fraction)
     analyses = MemberAnalyses(keep_ldos=cfg.output.write_ldos)
     members = [None] if model.n_members == 1 else range(model.n_members)
+    gradients = []  # with forces: each member's dE/dL (n_local, n_e) float64, from its own analysis
     for member in members:  # the network inputs are shared; each member's LDOS is analysed in full
         if member:
             with timer.stage("inference"):
@@ -315,17 +320,22 @@ def run_predict(cfg, comm):
             inputs = None
         with timer.stage("integrals"):
             fault_injection_point("integrals")
-            analyses.add(analyse_ldos(ldos, system, layout, comm), ldos)
-        del ldos
+            member_results = analyse_ldos(ldos, system, layout, comm, potentials=cfg.physics.forces)
+        if cfg.physics.forces:
+            with timer.stage("forces"):
+                gradients.append(energy_gradient(ldos, member_results, system, layout, comm))
+            member_results = dataclasses.replace(member_results, potentials=None)
+        analyses.add(member_results, ldos)
+        del ldos, member_results
     results, uncertainty, ldos = analyses.finish(model.sigma_scale)
 
     forces = None
-    if cfg.physics.forces:
+    if cfg.physics.forces:  # the LDOS and its analysis are predict's own: only the backward pass remains
         with timer.stage("forces"):
-            per_member = member_energies_and_forces(system.atoms, model, cfg.grid.shape, system.ionic,
-                                                    system.temperature, system.n_electrons, comm, setup.snap_params,
-                                                    device=device)
-            forces, forces_sigma = ensemble_mean_std(per_member.forces, model.sigma_scale)
+            per_member = forces_from_gradients(system.atoms, model, layout, setup.snap_params, gradients, system.ionic,
+                                               comm, device=device)
+            del gradients
+            forces, forces_sigma = ensemble_mean_std(per_member, model.sigma_scale)
             if uncertainty is not None:
                 uncertainty.forces = forces_sigma
 
