@@ -13,7 +13,7 @@ from mldft_app.model.scaling import InputScaler, OutputScaler
 from mldft_app.model.store import MODEL_FORMAT_VERSION, TrainedModel, load_model, save_model
 from mldft_app.model.restart import member_checkpoint
 from mldft_app.model.training import bootstrap_regions, train_model
-from mldft_app.model.data import Region
+from mldft_app.model.blocks import Region
 from mldft_app.model.uncertainty import (
     DescriptorRange, RunningSpread, coverage_counts, ensemble_mean_std, fit_sigma_scale, fraction_within,
     out_of_range_counts,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mldft_app.ldos.weights import occupation_weights
-from mldft_app.model.data import InMemoryPoints, Region
+from mldft_app.model.blocks import Region
+from mldft_app.model.data import InMemoryPoints
 from mldft_app.model.loss import LdosLoss, density_direction
 from mldft_app.model.training import train_model
 from mldft_app.units import kelvin_to_ev

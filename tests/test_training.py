@@ -11,9 +11,8 @@ from mldft_app.model.inference import predict_ldos
 from mldft_app.model.store import load_model, save_model
 from mldft_app.io.snapshot import open_snapshot
 from mldft_app.decomposition import block_split
-from mldft_app.model.data import (
-    InMemoryPoints, LazyPoints, Region, ValidationPoints, fit_scalers, region_blocks, shard_owner,
-)
+from mldft_app.model.blocks import Region, fit_scalers, region_blocks
+from mldft_app.model.data import InMemoryPoints, LazyPoints, ValidationPoints, shard_owner
 from mldft_app.model.survey import derive_valence_electrons
 from mldft_app.model.training import train_model
 from mldft_app.errors import UserInputError

@@ -15,7 +15,7 @@ from ase.data import chemical_symbols
 from ..errors import UserInputError
 from ..io.snapshot import canonical_params, open_snapshot
 from ..structure import closest_pair, grid_spacing
-from .data import Region
+from .blocks import Region
 from .store import ENERGY_TOLERANCE_EV, param_differences
 
 DOMAIN_DISTANCE_CUTOFF = 6.0

@@ -30,9 +30,8 @@ import torch
 
 from ..device import select_device
 from ..parallel import Comm, checked_on_root
-from .data import (
-    BLOCK_POINTS, InMemoryPoints, LazyPoints, ValidationPoints, fit_descriptor_range, fit_scalers, make_blocks,
-)
+from .blocks import BLOCK_POINTS, fit_descriptor_range, fit_scalers, make_blocks
+from .data import InMemoryPoints, LazyPoints, ValidationPoints
 from .distributed import process_group
 from .loop import EVAL_BATCH_MIN, LR_FACTOR, fit_network, refit_bias
 from .loss import LdosLoss, density_direction
