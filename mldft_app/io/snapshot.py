@@ -89,7 +89,7 @@ def write_snapshot(
     descriptors : ndarray, shape (nx, ny, nz, n_desc), float64 or float32
         Descriptor (fingerprint) vector at every grid point; stored in the dtype given.
     ldos : ndarray, shape (nx, ny, nz, n_e)
-        LDOS in states/(eV·Å^3); stored as float32.
+        LDOS in states/(eV Angstrom^3); stored as float32.
     energies : ndarray, shape (n_e,)
         Energy grid of the LDOS in eV, strictly increasing.
     cell : ndarray, shape (3, 3)
@@ -293,7 +293,7 @@ class Snapshot:
         return self._read_block(self._descriptors, block).astype(np.float64, copy=False)
 
     def read_ldos(self, block=None):
-        """LDOS of a grid block, ndarray (bx, by, bz, n_e) float32 in states/(eV·Å^3)."""
+        """LDOS of a grid block, ndarray (bx, by, bz, n_e) float32 in states/(eV Angstrom^3)."""
         return self._read_block(self._ldos, block)
 
     def read_descriptors_at(self, indices):

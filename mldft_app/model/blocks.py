@@ -90,7 +90,7 @@ class BlockReader:
         self._open = {}
 
     def raw(self, block):
-        """(descriptors (n, n_desc) float64, ldos (n, n_e) float32 in states/(eV·Å^3)), rows in C order."""
+        """(descriptors (n, n_desc) float64, ldos (n, n_e) float32 in states/(eV Angstrom^3)), rows in C order."""
         snap = self._open.get(block.path)
         if snap is None:
             snap = self._open[block.path] = open_snapshot(block.path)

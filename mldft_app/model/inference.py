@@ -39,7 +39,7 @@ def predict_ldos(model, descriptors, batch_size, device, progress=None, member=N
 
     Returns
     -------
-    ndarray, shape (n, n_e), float32: LDOS in states/(eV·Å^3).
+    ndarray, shape (n, n_e), float32: LDOS in states/(eV Angstrom^3).
     """
     descriptors = np.asarray(descriptors)
     if descriptors.ndim != 2 or descriptors.shape[1] != model.n_descriptors:

@@ -12,7 +12,7 @@ Choices:
   standardising in float64 *before* the cast to float32 keeps their variation. A feature whose
   standard deviation is below ``max(1e-8 |mean|, 1e-12)`` is treated as constant: it is centred
   but not divided (scale 1), so it stays near 0 instead of being blown up from round-off.
-* **Outputs** (LDOS, ~1e-3..1e-1 states/(eV·Å^3), non-negative) are centred per energy but divided by
+* **Outputs** (LDOS, ~1e-3..1e-1 states/(eV Angstrom^3), non-negative) are centred per energy but divided by
   one global scale, the root mean over energies of the per-energy variance. A single scale keeps the
   relative weight of energies in the MSE equal to their weight in absolute LDOS error, which is
   what the DOS, density and energy integrals see; per-energy scaling would instead amplify the
@@ -163,7 +163,7 @@ class OutputScaler(_AffineScaler):
 
     @property
     def global_std(self):
-        """Root mean over energies of the per-energy variance, in states/(eV·Å^3)."""
+        """Root mean over energies of the per-energy variance, in states/(eV Angstrom^3)."""
         self._require_fit()
         return float(np.sqrt(np.mean(self.moments.variance)))
 

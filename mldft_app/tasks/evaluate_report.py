@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..units import LDOS_UNITS
+
 
 ERROR_COLUMNS = (
     ("ldos_rel_rmse", "LDOS RMSE (%)", 100.0, "{:.2f}"),
@@ -103,7 +105,7 @@ def json_report(cfg, results, model=None):
         "model": str(cfg.model.file),
         "model_training": training,
         "descriptors": cfg.descriptors,
-        "units": {"ldos_rmse": "states/(eV Angstrom^3)", "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
+        "units": {"ldos_rmse": LDOS_UNITS, "dos_rmse": "states/eV", "density_rmse": "electrons/Angstrom^3",
                   "fermi_meV": "meV", "*_meV_per_atom": "meV/atom", "relative": "fraction", "ml/dft": "eV",
                   "energies": "eV", "dos": "states/eV", "forces": "eV/Angstrom"},
         "mean_absolute_errors": mean_absolute_errors(results) if results else {},
