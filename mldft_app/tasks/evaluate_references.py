@@ -23,7 +23,7 @@ from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..energy.forces import member_energies_and_forces
 from ..ldos.analysis import analyse_ldos
-from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_from_pseudopotentials
+from ..ldos.system import ElectronicSystem, check_electrons_match_ions, ionic_setup, read_pseudopotentials
 from ..model.inference import predict_ldos
 from ..errors import UserInputError
 from ..structure import prepare_atoms, valence_electrons
@@ -76,6 +76,7 @@ def read_references(cfg, model):
         raise UserInputError("references need reference_grid (the real-space grid of the predictions, e.g. the "
                              "training snapshots' grid)")
     per_element = dict(model.valence_electrons)
+    functional, pseudos = read_pseudopotentials(cfg.pseudopotentials)  # once for all configurations
     references = []
     for path in cfg.references:
         try:
@@ -104,7 +105,7 @@ def read_references(cfg, model):
             system = ElectronicSystem(atoms=atoms, energies=np.asarray(model.energies, dtype=float),
                                       temperature=float(temperature),
                                       n_electrons=valence_electrons(atoms, per_element),
-                                      ionic=ionic_from_pseudopotentials(atoms, cfg.pseudopotentials))
+                                      ionic=ionic_setup(atoms, functional, pseudos))
             check_electrons_match_ions(system)
             group = _group(raw, path) + (f" ({Path(path).name})" if len(cfg.references) > 1 else "")
             references.append(Reference(label=label, group=group, file=Path(path).name, system=system,
@@ -126,7 +127,7 @@ def predict_reference_members(reference, model, grid_shape, backend, batch_size,
     energies = []
     for member in [None] if model.n_members == 1 else range(model.n_members):
         ldos = predict_ldos(model, descriptors, batch_size, device, member=member)
-        energies.append(float(analyse_ldos(ldos, system, layout, comm).energies["total"]))
+        energies.append(float(analyse_ldos(ldos, system, layout).energies["total"]))
     return np.array(energies), None
 
 
