@@ -13,7 +13,6 @@ from mldft_app.descriptors import SnapParams, compute_descriptors
 from mldft_app.interfaces.ase_calculator import MldftCalculator
 from mldft_app.model.inference import predict_ldos
 from mldft_app.model.store import save_model
-from mldft_app.parallel import Comm
 from mldft_app.ldos.analysis import analyse_ldos
 from mldft_app.ldos.system import ElectronicSystem, ionic_from_pseudopotentials
 from upf_variants import core_corrected_al
@@ -48,7 +47,7 @@ def predict_path_energy(model, atoms):
     ldos = predict_ldos(model, descriptors, 1000, torch.device("cpu"))
     system = ElectronicSystem(atoms=atoms, energies=model.energies, temperature=933.0, n_electrons=12.0,
                               ionic=ionic_from_pseudopotentials(atoms, {"Al": str(UPF)}))
-    return analyse_ldos(ldos, system, layout, Comm()).energies["total"]
+    return analyse_ldos(ldos, system, layout).energies["total"]
 
 
 def test_energy_matches_predict_path_and_forces_are_cached(model_file):

@@ -10,7 +10,6 @@ from ase import Atoms
 
 from conftest import REPO, app_mpi
 from mldft_app.decomposition import GridLayout
-from mldft_app.parallel import Comm
 from mldft_app.io.qe import read_pw_output
 from mldft_app.tasks.evaluate import add_reference_errors, compare_ldos
 from mldft_app.ldos.system import ElectronicSystem
@@ -32,7 +31,7 @@ def synthetic_case(shape=(4, 4, 5)):
 
 def test_identical_ldos_gives_zero_errors():
     ldos, system, layout = synthetic_case()
-    comparison = compare_ldos(ldos, ldos.copy(), system, layout, Comm())
+    comparison = compare_ldos(ldos, ldos.copy(), system, layout)
     assert set(comparison.errors) >= {"ldos_rmse", "dos_rel_l1", "density_rel_l1", "fermi_meV", "band_meV_per_atom"}
     for name, value in comparison.errors.items():
         assert value == 0.0, name
@@ -42,7 +41,7 @@ def test_identical_ldos_gives_zero_errors():
 def test_perturbed_ldos_gives_the_expected_errors():
     ldos, system, layout = synthetic_case()
     scaled = ldos * np.float32(1.02)  # 2 % more states everywhere
-    comparison = compare_ldos(scaled, ldos, system, layout, Comm())
+    comparison = compare_ldos(scaled, ldos, system, layout)
     e = comparison.errors
     assert e["ldos_rel_rmse"] == pytest.approx(0.02, rel=1e-5)
     assert e["dos_rel_l1"] == pytest.approx(0.02, rel=1e-5)
@@ -53,13 +52,13 @@ def test_perturbed_ldos_gives_the_expected_errors():
     # a uniform scale changes the Fermi level but keeps the density (same electrons, same shape)
     assert e["density_rel_l1"] < 1e-6
     shifted = np.roll(ldos, 1, axis=0)  # move the LDOS to other points: only the density changes
-    e2 = compare_ldos(shifted, ldos, system, layout, Comm()).errors
+    e2 = compare_ldos(shifted, ldos, system, layout).errors
     assert e2["density_rel_l1"] > 1e-2 and abs(e2["fermi_meV"]) < 1e-6
 
 
 def test_reference_errors_against_qe_energy_and_forces():
     ldos, system, layout = synthetic_case()
-    comparison = compare_ldos(ldos * np.float32(1.01), ldos, system, layout, Comm())
+    comparison = compare_ldos(ldos * np.float32(1.01), ldos, system, layout)
     comparison.ml["total"], comparison.dft["total"] = -100.0, -100.5  # eV (synthetic case: no total energy)
     reference_forces = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]])
     forces = reference_forces + np.array([[0.1, 0.0, 0.0], [0.0, -0.3, 0.0]])
@@ -71,7 +70,7 @@ def test_reference_errors_against_qe_energy_and_forces():
     assert e["forces_max_error"] == pytest.approx(0.3)
     assert e["forces_reference_rms"] == pytest.approx(np.sqrt(7.25 / 6))
     assert 0.9 < e["forces_correlation"] < 1.0
-    bare = compare_ldos(ldos, ldos, system, layout, Comm())
+    bare = compare_ldos(ldos, ldos, system, layout)
     add_reference_errors(bare, 2, {})  # no QE numbers, no forces: nothing added
     assert not any(k.startswith(("total_vs", "dft_ldos_vs", "forces")) for k in bare.errors)
 

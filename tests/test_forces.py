@@ -70,13 +70,13 @@ def test_ldos_gradient_is_the_derivative_of_the_total_energy(setup, functional):
     direction = profile * rng.standard_normal(ldos.shape)
     system = ElectronicSystem(atoms=atoms, energies=model.energies, temperature=TEMPERATURE, n_electrons=12.0,
                               ionic=helper.lda_ionic(len(atoms), functional))
-    results, gradient = ldos_energy_gradient(ldos, system, layout, Comm())
-    reference = analyse_ldos(ldos, system, layout, Comm()).energies
+    results, gradient = ldos_energy_gradient(ldos, system, layout)
+    reference = analyse_ldos(ldos, system, layout).energies
     for name, value in reference.items():
         assert results.energies[name] == pytest.approx(value, rel=1e-13, abs=1e-12), name
     eps = 1e-4
-    plus = ldos_energy_gradient(ldos + eps * direction, system, layout, Comm())[0].energies["total"]
-    minus = ldos_energy_gradient(ldos - eps * direction, system, layout, Comm())[0].energies["total"]
+    plus = ldos_energy_gradient(ldos + eps * direction, system, layout)[0].energies["total"]
+    minus = ldos_energy_gradient(ldos - eps * direction, system, layout)[0].energies["total"]
     fd = (plus - minus) / (2 * eps)
     analytic = float(np.sum(gradient * direction))
     print(f"{functional}: dE along dL analytic {analytic:.10f} eV, finite difference {fd:.10f} eV")

@@ -87,10 +87,10 @@ def xc_response(density_local, fft, functional, step=XC_RESPONSE_STEP):
     return (plus - minus) / (2.0 * step)
 
 
-def ldos_energy_gradient(ldos_local, system, layout, comm):
+def ldos_energy_gradient(ldos_local, system, layout):
     """Total energy from this rank's LDOS and its derivative dE/dL with respect to the LDOS values.
 
-    Collective. :func:`analyse_ldos` (with the potentials) followed by :func:`energy_gradient`.
+    Collective over ``layout.comm``. :func:`analyse_ldos` (with the potentials) followed by :func:`energy_gradient`.
 
     Parameters
     ----------
@@ -99,7 +99,6 @@ def ldos_energy_gradient(ldos_local, system, layout, comm):
     system : ElectronicSystem
         Its ``ionic`` must be set (the total energy needs the ionic charges and the functional).
     layout : GridLayout
-    comm : Comm
 
     Returns
     -------
@@ -112,12 +111,12 @@ def ldos_energy_gradient(ldos_local, system, layout, comm):
         raise ValueError("forces need the total energy: the ionic setup (pseudopotentials) is missing")
     _check_forces_available(system.ionic)
     ldos = np.asarray(ldos_local, dtype=np.float64).reshape(layout.n_local, -1)
-    results = analyse_ldos(ldos, system, layout, comm, potentials=True)
-    return results, energy_gradient(ldos, results, system, layout, comm)
+    results = analyse_ldos(ldos, system, layout, potentials=True)
+    return results, energy_gradient(ldos, results, system, layout)
 
 
-def energy_gradient(ldos_local, results, system, layout, comm):
-    """dE_total/dL(r, i) of this rank's LDOS (n_local, n_e) from its analysis (collective).
+def energy_gradient(ldos_local, results, system, layout):
+    """dE_total/dL(r, i) of this rank's LDOS (n_local, n_e) from its analysis (collective over ``layout.comm``).
 
     ``results``: :func:`analyse_ldos` of this very LDOS with ``potentials=True`` (Fermi level, DOS, density and
     the Hartree potential are reused; only (dv_xc/dn) n is computed here, by :func:`xc_response`). The
@@ -145,7 +144,7 @@ def energy_gradient(ldos_local, results, system, layout, comm):
                          "with the DOS (no states near it), forces are undefined")
     u = results.potentials.hartree + kernel
     ldos = np.asarray(ldos_local).reshape(layout.n_local, -1)
-    shift = dv * comm.allreduce_sum(np.dot(u, ldos @ dw_f)) / dn_dmu
+    shift = dv * layout.comm.allreduce_sum(np.dot(u, ldos @ dw_f)) / dn_dmu
     return dv * (w_omega[None, :] - (u - shift)[:, None] * w_f[None, :])
 
 
@@ -162,8 +161,8 @@ def _ldos_tensor(model, network, descriptors, network_dtype):
     return model.output_scaler.inverse_transform(network(x).to(torch.float64))
 
 
-def forces_from_gradients(atoms, model, layout, snap_params, gradients, ionic, comm, device="cpu", chunk_points=None):
-    """Forces of each member from its dE/dL (the backward pass; collective).
+def forces_from_gradients(atoms, model, layout, snap_params, gradients, ionic, device="cpu", chunk_points=None):
+    """Forces of each member from its dE/dL (the backward pass; collective over ``layout.comm``).
 
     One pass of torch descriptors (float64) with autograd to the positions, chunk by chunk; every member's
     vector-Jacobian product with its ``gradients[k]`` (n_local, n_e) reuses the chunk's graph. The partial
@@ -184,7 +183,7 @@ def forces_from_gradients(atoms, model, layout, snap_params, gradients, ionic, c
             weight = torch.as_tensor(gradients[k][first:stop], device=device)
             (grad,) = torch.autograd.grad((predicted * weight).sum(), positions, retain_graph=k < len(networks) - 1)
             de_dr[k] += grad
-    forces = -comm.allreduce_sum(de_dr.cpu().numpy())
+    forces = -layout.comm.allreduce_sum(de_dr.cpu().numpy())
     return forces + explicit_forces(atoms, ionic)[None]
 
 
@@ -283,8 +282,8 @@ class MemberLdos:
     results : list of LdosResults
     out_of_range : dict or None
         As :class:`MemberForces`.
-    system, layout, comm, model, snap_params
-        What they were computed for (``system.ionic`` set).
+    system, layout, model, snap_params
+        What they were computed for (``system.ionic`` set; ``layout.comm`` the ranks).
     """
 
     ldos: np.ndarray
@@ -292,7 +291,6 @@ class MemberLdos:
     out_of_range: object
     system: ElectronicSystem
     layout: object
-    comm: object
     model: object
     snap_params: SnapParams
 
@@ -304,14 +302,14 @@ class MemberLdos:
     def with_forces(self, device="cpu", chunk_points=None):
         """:class:`MemberForces` of these analyses: K :func:`energy_gradient` and :func:`forces_from_gradients`."""
         start = time.perf_counter()
-        gradients = [energy_gradient(self.ldos[k], r, self.system, self.layout, self.comm)
-                     for k, r in enumerate(self.results)]
+        comm = self.layout.comm
+        gradients = [energy_gradient(self.ldos[k], r, self.system, self.layout) for k, r in enumerate(self.results)]
         forces = forces_from_gradients(self.system.atoms, self.model, self.layout, self.snap_params, gradients,
-                                       self.system.ionic, self.comm, device=select_device(device, self.comm),
+                                       self.system.ionic, device=select_device(device, comm),
                                        chunk_points=chunk_points)
         log.info("forces: %d atoms, %d local points, %d network(s); gradient %.2f s on this rank",
                  len(self.system.atoms), self.layout.n_local, len(self.results), time.perf_counter() - start)
-        return self.comm.bcast(MemberForces(energies=self.energies, forces=forces, out_of_range=self.out_of_range))
+        return comm.bcast(MemberForces(energies=self.energies, forces=forces, out_of_range=self.out_of_range))
 
 
 def member_ldos_analyses(atoms, model, grid_shape, ionic, temperature, n_electrons, comm=None, snap_params=None,
@@ -341,12 +339,12 @@ def member_ldos_analyses(atoms, model, grid_shape, ionic, temperature, n_electro
                 ldos[k, first:stop] = _ldos_tensor(model, network, descriptors, network_dtype).cpu().numpy()
             if outside is not None:
                 outside[first:stop] = model.descriptor_range.outside(descriptors.cpu().numpy()).any(axis=1)
-    results = [analyse_ldos(ldos[k], system, layout, comm, potentials=True) for k in range(len(networks))]
+    results = [analyse_ldos(ldos[k], system, layout, potentials=True) for k in range(len(networks))]
     ood = None
     if outside is not None:
         totals = comm.allreduce_sum(np.array([np.count_nonzero(outside), layout.n_local], dtype=np.float64))
         ood = {"fraction": float(totals[0] / totals[1]), "points": int(totals[0]), "n_points": int(totals[1])}
     log.info("%d atoms, %d local points, %d network(s): LDOS and analysis %.2f s on this rank",
              len(atoms), layout.n_local, len(networks), time.perf_counter() - start)
-    return MemberLdos(ldos=ldos, results=results, out_of_range=ood, system=system, layout=layout, comm=comm,
+    return MemberLdos(ldos=ldos, results=results, out_of_range=ood, system=system, layout=layout,
                           model=model, snap_params=params)

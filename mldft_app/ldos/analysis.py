@@ -34,7 +34,7 @@ class LdosResults:
     potentials: Optional[DensityPotentials] = None
 
 
-def analyse_ldos(ldos_local, system, layout, comm, potentials=False):
+def analyse_ldos(ldos_local, system, layout, potentials=False):
     """DOS, Fermi level, band energy, -TS and density from this rank's LDOS (n_local, n_e), and with
     ``system.ionic`` the density terms and the total energy (the sum of its named terms,
     :func:`~mldft_app.energy.total.total_energy`); ``potentials``: keep the Hartree and XC potentials too.
@@ -45,6 +45,7 @@ def analyse_ldos(ldos_local, system, layout, comm, potentials=False):
     start = time.perf_counter()
     kt = kelvin_to_ev(system.temperature)
     dv = voxel_volume(system.atoms.cell[:], layout.shape)
+    comm = layout.comm
     dos = integrals.dos_from_ldos(ldos_local, dv, comm)
     try:
         fermi = integrals.fermi_level(system.energies, dos, system.n_electrons, kt)

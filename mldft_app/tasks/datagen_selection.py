@@ -66,8 +66,8 @@ def candidate_spread(structures, model, grid_shape, pseudopotentials, temperatur
                                   n_electrons=valence_electrons(atoms, model.valence_electrons),
                                   ionic=ionic_from_pseudopotentials(atoms, pseudopotentials))
         descriptors = compute_descriptors(atoms, layout, params)
-        totals = [analyse_ldos(predict_ldos(model, descriptors, batch_size, device, member=k), system, layout,
-                               comm).energies["total"] for k in range(model.n_members)]
+        totals = [analyse_ldos(predict_ldos(model, descriptors, batch_size, device, member=k), system,
+                               layout).energies["total"] for k in range(model.n_members)]
         mean, sigma = ensemble_mean_std(np.asarray(totals) / len(atoms), model.sigma_scale)
         means.append(float(mean))
         sigmas.append(float(sigma))

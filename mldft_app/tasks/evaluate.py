@@ -84,14 +84,15 @@ class Comparison:
     density_coverage: Optional[dict] = None
 
 
-def compare_ldos(ldos_ml, ldos_dft, system, layout, comm, ml=None, uncertainty=None):
+def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
     """Analyse both LDOS of this rank's brick, (n_local, n_e) each, and compare them (collective).
 
     ``ml``: the ML LdosResults when already analysed (an ensemble's mean, with its ``uncertainty``,
     whose sigmas are then attached to the comparison).
     """
-    ml = analyse_ldos(ldos_ml, system, layout, comm) if ml is None else ml
-    dft = analyse_ldos(ldos_dft, system, layout, comm)
+    comm = layout.comm
+    ml = analyse_ldos(ldos_ml, system, layout) if ml is None else ml
+    dft = analyse_ldos(ldos_dft, system, layout)
     diff = np.asarray(ldos_ml, dtype=np.float64) - np.asarray(ldos_dft, dtype=np.float64)
     n_values = float(np.prod(layout.shape)) * diff.shape[1]
     sq_diff, sq_dft = comm.allreduce_sum(np.array([np.sum(diff**2), np.sum(np.asarray(ldos_dft, dtype=np.float64) ** 2)]))
@@ -218,12 +219,12 @@ def run_evaluate(cfg, comm):
             with timer.stage("inference"):
                 ldos_ml = predict_ldos(model, descriptors, cfg.model.batch_size, device, member=member)
             with timer.stage("analysis"):
-                analyses.add(analyse_ldos(ldos_ml, system, layout, comm), ldos_ml)
+                analyses.add(analyse_ldos(ldos_ml, system, layout), ldos_ml)
             del ldos_ml
         del descriptors
         ml, uncertainty, ldos_ml = analyses.finish(model.sigma_scale)
         with timer.stage("analysis"):
-            comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, comm, ml=ml, uncertainty=uncertainty)
+            comparison = compare_ldos(ldos_ml, ldos_dft, system, layout, ml=ml, uncertainty=uncertainty)
         del ldos_ml, ldos_dft, analyses, ml, uncertainty
         forces = forces_sigma = None
         if cfg.forces:

@@ -48,7 +48,7 @@ def run_postprocess(cfg, comm):
         with open_snapshot(cfg.snapshot_file) as snap:
             ldos = snap.read_ldos(layout.slices).reshape(layout.n_local, -1)
     with timer.stage("integrals"):
-        results = analyse_ldos(ldos, system, layout, comm)
+        results = analyse_ldos(ldos, system, layout)
     with timer.stage("output"):
         write_results(cfg, system, layout, results, timer, ldos if cfg.output.write_ldos else None,
                       config_yaml=config_mod.to_yaml(cfg), snapshot_file=str(cfg.snapshot_file))

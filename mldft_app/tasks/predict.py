@@ -320,10 +320,10 @@ def run_predict(cfg, comm):
             inputs = None
         with timer.stage("integrals"):
             fault_injection_point("integrals")
-            member_results = analyse_ldos(ldos, system, layout, comm, potentials=cfg.physics.forces)
+            member_results = analyse_ldos(ldos, system, layout, potentials=cfg.physics.forces)
         if cfg.physics.forces:
             with timer.stage("forces"):
-                gradients.append(energy_gradient(ldos, member_results, system, layout, comm))
+                gradients.append(energy_gradient(ldos, member_results, system, layout))
             member_results = dataclasses.replace(member_results, potentials=None)
         analyses.add(member_results, ldos)
         del ldos, member_results
@@ -333,7 +333,7 @@ def run_predict(cfg, comm):
     if cfg.physics.forces:  # the LDOS and its analysis are predict's own: only the backward pass remains
         with timer.stage("forces"):
             per_member = forces_from_gradients(system.atoms, model, layout, setup.snap_params, gradients, system.ionic,
-                                               comm, device=device)
+                                               device=device)
             del gradients
             forces, forces_sigma = ensemble_mean_std(per_member, model.sigma_scale)
             if uncertainty is not None:
