@@ -130,14 +130,16 @@ STREAMING_BACKENDS = ("torch", "torch_float32")
 """Backends that compute any rows of a brick on demand (:func:`row_source`); the others compute whole bricks."""
 
 
-def row_source(atoms, layout, params, backend):
+def row_source(atoms, layout, params, backend, device="auto"):
     """An object whose ``rows(index)`` gives the descriptors of those rows of this rank's brick, or None.
 
     For the backends in :data:`STREAMING_BACKENDS`: ``rows(index)`` (int array (n,), positions in
     ``layout.local_indices()``) returns ndarray (n, params.n_components) float64 with the values
     :func:`compute_descriptors` gives those rows, computed on demand (no communication); ``close()``
     ends it. None for a backend that computes only whole bricks (``lammps``, registered ones).
-    ``"auto"`` is resolved first (:func:`resolve_backend`; collective then).
+    ``"auto"`` is resolved first (:func:`resolve_backend`; collective then). ``device``: as
+    :func:`mldft_app.device.select_device` (the rank's GPU for ``"auto"``), so the descriptors run where the
+    network does.
     """
     backend = resolve_backend(backend, layout.comm)
     if backend not in STREAMING_BACKENDS:
@@ -147,7 +149,7 @@ def row_source(atoms, layout, params, backend):
     from .torch_backend import RowDescriptors
 
     dtype = torch.float32 if backend == "torch_float32" else torch.float64
-    return RowDescriptors(atoms, layout, params, dtype=dtype)
+    return RowDescriptors(atoms, layout, params, device=device, dtype=dtype)
 
 
 __all__ = ["AUTO", "BACKENDS", "STREAMING_BACKENDS", "SnapParams", "bispectrum_count", "compute_descriptors",

@@ -130,8 +130,8 @@ class BrickSource:
     :meth:`prepare` (or read it from the checkpoint's ``descriptors`` stage) and keep it.
     """
 
-    def __init__(self, system, layout, snap_params, backend, ckpt):
-        self.streaming = row_source(system.atoms, layout, snap_params, backend)
+    def __init__(self, system, layout, snap_params, backend, device, ckpt):
+        self.streaming = row_source(system.atoms, layout, snap_params, backend, device)
         self.whole = None
         self._args = (system.atoms, layout, snap_params, backend, ckpt)
 
@@ -203,7 +203,7 @@ def streamed_ldos(model, system, layout, snap_params, backend, cfg, device, ckpt
     stages = [_stage_name(model, k) for k in range(model.n_members)]
     done = {stage: set(ckpt.done_chunks(stage)) if ckpt else set() for stage in stages}
     comm = layout.comm
-    source = BrickSource(system, layout, snap_params, backend, ckpt)
+    source = BrickSource(system, layout, snap_params, backend, cfg.model.device, ckpt)
     ldos = np.empty((layout.n_local, model.n_energies), dtype=np.float32)
     inputs = np.empty((layout.n_local, model.n_descriptors), dtype=np.float32) if ensemble else None
     ranged = model.descriptor_range is not None
