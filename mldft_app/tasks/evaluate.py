@@ -32,7 +32,7 @@ from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..device import select_device
 from ..energy.forces import member_energies_and_forces
-from ..energy.total import forces_unavailable
+from ..energy.total import TOTAL_ENERGY_TERMS, forces_unavailable
 from ..io.output_files import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
 from ..ldos.analysis import analyse_ldos
@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 
 ENERGY_TERMS = ("band", "minus_ts", "total")
 """Energies compared per atom (meV/atom); the Fermi level is compared in meV."""
+
+DENSITY_TERMS = tuple(t for t in TOTAL_ENERGY_TERMS if t not in ("band", "minus_ts"))
+"""The total energy's terms computed from the density and the ions (Hartree, XC, double counting, Ewald): their
+summed error (``density_terms_meV_per_atom``) is what the density error costs, so that the total energy's error
+is band + -TS + density terms."""
 
 
 @dataclasses.dataclass
@@ -111,6 +116,8 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
     for term in ENERGY_TERMS:
         if term in dft.energies:
             errors[f"{term}_meV_per_atom"] = 1000.0 * (ml.energies[term] - dft.energies[term]) / n_atoms
+    if "total" in dft.energies:
+        errors["density_terms_meV_per_atom"] = 1000.0 * sum(ml.energies[t] - dft.energies[t] for t in DENSITY_TERMS) / n_atoms
     sigmas, coverage = {}, None
     if uncertainty is not None:
         sigmas = {k: v for k, v in calibration.snapshot_sigmas(uncertainty, n_atoms).items() if k in errors}

@@ -19,6 +19,7 @@ ERROR_COLUMNS = (
     ("fermi_meV", "Fermi (meV)", 1.0, "{:+.1f}"),
     ("band_meV_per_atom", "band (meV/atom)", 1.0, "{:+.2f}"),
     ("minus_ts_meV_per_atom", "-TS (meV/atom)", 1.0, "{:+.3f}"),
+    ("density_terms_meV_per_atom", "Hartree + XC + double counting (meV/atom)", 1.0, "{:+.2f}"),
     ("total_meV_per_atom", "total (meV/atom)", 1.0, "{:+.2f}"),
     ("total_vs_qe_meV_per_atom", "total vs QE (meV/atom)", 1.0, "{:+.2f}"),
     ("dft_ldos_vs_qe_meV_per_atom", "DFT LDOS vs QE (meV/atom)", 1.0, "{:+.2f}"),
