@@ -99,12 +99,11 @@ def main():
     parser.add_argument("--ranks", type=int, default=2)
     args = parser.parse_args()
 
-    snapshots = campaign_snapshots(Path(args.snapshot_dir) / "snapshots")
     if set(args.heldout) & set(range(max(args.trajectories))):
         parser.error(f"--heldout {args.heldout}: some of these trajectories are trained on")
-    heldout = [p for t in args.heldout for p in snapshots.get(t, [])]
     rows = []
     for n in args.trajectories:
+        snapshots = campaign_snapshots(Path(args.snapshot_dir) / "snapshots")  # a running campaign adds some
         missing = [t for t in range(n) if len(snapshots.get(t, [])) < 2]
         if missing:
             print(f"N = {n}: trajectories {missing} lack a snapshot of each phase; skipped", flush=True)
@@ -115,6 +114,7 @@ def main():
         model, report = point / "model.pt", point / "evaluate.md"
         if not model.exists():
             run(args.ranks, train_recipe(train_files, model), point / "train.yaml")
+        heldout = [p for t in args.heldout for p in campaign_snapshots(Path(args.snapshot_dir) / "snapshots").get(t, [])]
         held_key = point / "heldout.json"
         if not report.exists() or not held_key.exists() or json.loads(held_key.read_text()) != heldout:
             run(args.ranks, evaluate_recipe(model, heldout, report), point / "evaluate.yaml")
