@@ -67,7 +67,8 @@ class Comparison:
     ----------
     errors : dict of str to float
         ldos_rmse (states/(eV A^3)), ldos_rel_rmse, dos_rmse (states/eV), dos_rel_l1, density_rel_l1,
-        density_rmse (electrons/A^3), fermi_meV, <term>_meV_per_atom for the energy terms present, and
+        density_rmse (electrons/A^3), density_slope (least-squares slope of the ML density's variations about
+        its mean against the DFT density's: below 1, the ML density is too smooth), fermi_meV, <term>_meV_per_atom for the energy terms present, and
         (see :func:`add_reference_errors`) total_vs_qe_meV_per_atom, dft_ldos_vs_qe_meV_per_atom and
         forces_* (eV/A).
     ml, dft : dict of str to float
@@ -102,7 +103,11 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
     n_values = float(np.prod(layout.shape)) * diff.shape[1]
     sq_diff, sq_dft = comm.allreduce_sum(np.array([np.sum(diff**2), np.sum(np.asarray(ldos_dft, dtype=np.float64) ** 2)]))
     dn = ml.density - dft.density
-    abs_dn, sum_n, sq_dn = comm.allreduce_sum(np.array([np.abs(dn).sum(), np.abs(dft.density).sum(), np.sum(dn**2)]))
+    n_points = float(np.prod(layout.shape))
+    abs_dn, sum_n, sq_dn, sum_ml, sum_dft = comm.allreduce_sum(np.array([
+        np.abs(dn).sum(), np.abs(dft.density).sum(), np.sum(dn**2), np.sum(ml.density), np.sum(dft.density)]))
+    var_ml, var_dft = ml.density - sum_ml / n_points, dft.density - sum_dft / n_points
+    covariance, variance = comm.allreduce_sum(np.array([np.sum(var_ml * var_dft), np.sum(var_dft**2)]))
     n_atoms = len(system.atoms)
     errors = {
         "ldos_rmse": float(np.sqrt(sq_diff / n_values)),
@@ -110,7 +115,8 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
         "dos_rmse": float(np.sqrt(np.mean((ml.dos - dft.dos) ** 2))),
         "dos_rel_l1": float(np.abs(ml.dos - dft.dos).sum() / np.abs(dft.dos).sum()),
         "density_rel_l1": float(abs_dn / sum_n),
-        "density_rmse": float(np.sqrt(sq_dn / np.prod(layout.shape))),
+        "density_rmse": float(np.sqrt(sq_dn / n_points)),
+        "density_slope": float(covariance / variance) if variance > 0 else float("nan"),
         "fermi_meV": 1000.0 * (ml.energies["fermi"] - dft.energies["fermi"]),
     }
     for term in ENERGY_TERMS:

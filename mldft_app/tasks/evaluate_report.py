@@ -16,6 +16,7 @@ ERROR_COLUMNS = (
     ("ldos_rel_rmse", "LDOS RMSE (%)", 100.0, "{:.2f}"),
     ("dos_rel_l1", "DOS rel. L1 (%)", 100.0, "{:.2f}"),
     ("density_rel_l1", "density rel. L1 (%)", 100.0, "{:.3f}"),
+    ("density_slope", "density slope ML/DFT", 1.0, "{:.4f}"),
     ("fermi_meV", "Fermi (meV)", 1.0, "{:+.1f}"),
     ("band_meV_per_atom", "band (meV/atom)", 1.0, "{:+.2f}"),
     ("minus_ts_meV_per_atom", "-TS (meV/atom)", 1.0, "{:+.3f}"),
