@@ -32,7 +32,7 @@ from ..decomposition import GridLayout
 from ..descriptors import SnapParams, compute_descriptors
 from ..device import select_device
 from ..energy.forces import member_energies_and_forces
-from ..energy.total import TOTAL_ENERGY_TERMS, forces_unavailable
+from ..energy.total import DENSITY_TERMS, forces_unavailable
 from ..io.output_files import check_inputs_are_not_outputs, check_output_path
 from ..io.snapshot import open_snapshot
 from ..ldos.analysis import analyse_ldos
@@ -53,11 +53,6 @@ log = logging.getLogger(__name__)
 ENERGY_TERMS = ("band", "minus_ts", "total")
 """Energies compared per atom (meV/atom); the Fermi level is compared in meV."""
 
-DENSITY_TERMS = tuple(t for t in TOTAL_ENERGY_TERMS if t not in ("band", "minus_ts"))
-"""The total energy's terms computed from the density and the ions (Hartree, XC, double counting, Ewald): their
-summed error (``density_terms_meV_per_atom``) is what the density error costs, so that the total energy's error
-is band + -TS + density terms."""
-
 
 @dataclasses.dataclass
 class Comparison:
@@ -68,7 +63,10 @@ class Comparison:
     errors : dict of str to float
         ldos_rmse (states/(eV A^3)), ldos_rel_rmse, dos_rmse (states/eV), dos_rel_l1, density_rel_l1,
         density_rmse (electrons/A^3), density_slope (least-squares slope of the ML density's variations about
-        its mean against the DFT density's: below 1, the ML density is too smooth), fermi_meV, <term>_meV_per_atom for the energy terms present, and
+        its mean against the DFT density's: below 1, the ML density is too smooth), fermi_meV,
+        <term>_meV_per_atom for the energy terms present, density_terms_meV_per_atom (with a total energy: the
+        summed error of :data:`~mldft_app.energy.total.DENSITY_TERMS`, what the density error costs, so that
+        total = band + -TS + density terms), and
         (see :func:`add_reference_errors`) total_vs_qe_meV_per_atom, dft_ldos_vs_qe_meV_per_atom and
         forces_* (eV/A).
     ml, dft : dict of str to float
@@ -100,10 +98,10 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
     ml = analyse_ldos(ldos_ml, system, layout) if ml is None else ml
     dft = analyse_ldos(ldos_dft, system, layout)
     diff = np.asarray(ldos_ml, dtype=np.float64) - np.asarray(ldos_dft, dtype=np.float64)
-    n_values = float(np.prod(layout.shape)) * diff.shape[1]
+    n_points = float(np.prod(layout.shape))
+    n_values = n_points * diff.shape[1]
     sq_diff, sq_dft = comm.allreduce_sum(np.array([np.sum(diff**2), np.sum(np.asarray(ldos_dft, dtype=np.float64) ** 2)]))
     dn = ml.density - dft.density
-    n_points = float(np.prod(layout.shape))
     abs_dn, sum_n, sq_dn, sum_ml, sum_dft = comm.allreduce_sum(np.array([
         np.abs(dn).sum(), np.abs(dft.density).sum(), np.sum(dn**2), np.sum(ml.density), np.sum(dft.density)]))
     var_ml, var_dft = ml.density - sum_ml / n_points, dft.density - sum_dft / n_points
@@ -123,7 +121,8 @@ def compare_ldos(ldos_ml, ldos_dft, system, layout, ml=None, uncertainty=None):
         if term in dft.energies:
             errors[f"{term}_meV_per_atom"] = 1000.0 * (ml.energies[term] - dft.energies[term]) / n_atoms
     if "total" in dft.energies:
-        errors["density_terms_meV_per_atom"] = 1000.0 * sum(ml.energies[t] - dft.energies[t] for t in DENSITY_TERMS) / n_atoms
+        density_terms = sum(ml.energies[t.name] - dft.energies[t.name] for t in DENSITY_TERMS)
+        errors["density_terms_meV_per_atom"] = 1000.0 * density_terms / n_atoms
     sigmas, coverage = {}, None
     if uncertainty is not None:
         sigmas = {k: v for k, v in calibration.snapshot_sigmas(uncertainty, n_atoms).items() if k in errors}
