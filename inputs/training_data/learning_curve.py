@@ -70,13 +70,18 @@ def run(ranks, recipe, path):
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def curve_row(n_trajectories, n_snapshots, numbers):
-    """One Markdown row: test-set group statistics (vs the first reference file's k-grid) and held-out errors."""
+def phase_stats(numbers):
+    """(solid, liquid) group statistics of an evaluate JSON vs its first reference file's k-grid (None if absent)."""
     groups = numbers.get("reference_groups", {})
     first_file = numbers["references"][0]["file"] if numbers.get("references") else None
     stats = {g: s for g, s in groups.items() if s.get("file") == first_file}
-    solid = next((s for g, s in stats.items() if g.startswith("solid")), None)
-    liquid = next((s for g, s in stats.items() if g.startswith("liquid")), None)
+    return tuple(next((s for g, s in stats.items() if g.startswith(phase)), None) for phase in ("solid", "liquid"))
+
+
+def curve_row(n_trajectories, n_snapshots, numbers):
+    """One Markdown row: test-set group statistics (vs the first reference file's k-grid) and held-out errors."""
+    solid, liquid = phase_stats(numbers)
+    first_file = numbers["references"][0]["file"] if numbers.get("references") else None
     sigma = [r["errors"]["total_sigma_meV_per_atom"] for r in numbers.get("references", [])
              if r["file"] == first_file and "total_sigma_meV_per_atom" in r["errors"]]
     heldout = [s["errors"] for s in numbers.get("snapshots", [])]
