@@ -11,6 +11,7 @@ the same configuration.
 import json
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 
@@ -57,22 +58,48 @@ INDEPENDENT_ERRORS = {
 }
 
 
-@pytest.mark.mpi
-@pytest.mark.slow
-@pytest.mark.parametrize("model", sorted(INDEPENDENT_ERRORS))
-def test_shipped_model_on_the_independent_test_set(tmp_path, model):
+def evaluate_on_testset(tmp_path, model_file, reference_file, names=None):
+    """evaluate's per-configuration rows (report JSON) of a model on configurations of the committed test set."""
     import ase.io
 
-    reference_file, expected = INDEPENDENT_ERRORS[model]
-    frames = [a for a in ase.io.read(TESTSET / reference_file, index=":") if a.info["name"] in expected]
-    assert len(frames) == len(expected)
+    frames = [a for a in ase.io.read(TESTSET / reference_file, index=":") if names is None or a.info["name"] in names]
+    assert frames and (names is None or len(frames) == len(names))
     ase.io.write(tmp_path / "references.extxyz", frames, format="extxyz")
     data = {"task": "evaluate", "references": [str(tmp_path / "references.extxyz")], "reference_grid": [45, 45, 45],
-            "model": {"file": str(REPO / "inputs" / "models" / model)}, "descriptor_backend": "torch_float32",
+            "model": {"file": str(model_file)}, "descriptor_backend": "torch_float32",
             "pseudopotentials": {"Al": UPF}, "report_file": str(tmp_path / "report.md")}
     path = tmp_path / "evaluate.yaml"
     path.write_text(yaml.safe_dump(data))
     app_mpi(2, path, timeout=600)
-    rows = json.loads((tmp_path / "report.json").read_text())["references"]
+    return json.loads((tmp_path / "report.json").read_text())["references"]
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(INDEPENDENT_ERRORS))
+def test_shipped_model_on_the_independent_test_set(tmp_path, model):
+    reference_file, expected = INDEPENDENT_ERRORS[model]
+    rows = evaluate_on_testset(tmp_path, REPO / "inputs" / "models" / model, reference_file, names=expected)
     errors = {r["label"]: r["errors"]["total_meV_per_atom"] for r in rows}
     assert errors == pytest.approx(expected, abs=TOLERANCE)
+
+
+CALIBRATED_ENSEMBLE = REPO / "inputs" / "models" / "al_933K_k444_calibrated.pt"
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_calibrated_ensemble_sigma_covers_the_independent_errors(tmp_path):
+    """Issue 12's criterion on the whole committed 933 K test set (4x4x4 pw.x; its liquids come from a hotter,
+    slower melt than any training liquid): at least 2/3 of the total-energy errors within 1 sigma, all within 3.
+    The calibration factor was fitted on held-out snapshots of the campaign (inputs/calibrate_al_933K_k444.yaml),
+    never on these configurations."""
+    import ase.io
+
+    frames = ase.io.read(TESTSET / "pw_k444_933K.extxyz", index=":")
+    assert any(a.info["md_protocol"] == "melt-quench" and a.info["phase"] == "liquid" for a in frames)
+    rows = evaluate_on_testset(tmp_path, CALIBRATED_ENSEMBLE, "pw_k444_933K.extxyz")
+    assert len(rows) == len(frames)
+    z = np.array([r["errors"]["total_meV_per_atom"] / r["errors"]["total_sigma_meV_per_atom"] for r in rows])
+    assert np.count_nonzero(np.abs(z) <= 1.0) >= 2 * len(z) / 3, z
+    assert np.all(np.abs(z) <= 3.0), z

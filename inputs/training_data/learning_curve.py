@@ -3,7 +3,8 @@ ensemble on the snapshots of trajectories 0..N-1 (both phases) and evaluate it o
 on the campaign's held-out trajectories.
 
 The recipes are the committed ones with only the snapshot lists replaced: the network and training of
-TRAIN_YAML (so every point of the curve has the same ensemble size, seeds and epochs), the references, grid,
+TRAIN_YAML (so every point of the curve has the same ensemble size, seeds and epochs) but without its bootstrap
+(every member sees all snapshots, so the spread is the seed variance of issue 11 (d)), the references, grid,
 descriptors and pseudopotentials of EVALUATE_YAML. Held-out snapshots (``--heldout T ...``: trajectories no
 point of the curve trains on) add the model's error against their own DFT LDOS, term by term (issue 11 (c)).
 
@@ -49,6 +50,7 @@ def absolute(recipe_path, value):
 def train_recipe(train_files, model_file):
     recipe = yaml.safe_load(TRAIN_YAML.read_text())
     recipe.update(snapshots=train_files, validation_snapshots=[], model_file=str(model_file), overwrite=True)
+    recipe["training"]["bootstrap"] = False
     return recipe
 
 
