@@ -13,7 +13,8 @@ pool's DFT energies are not read.
 Resumable (the ranking, model and report are not recomputed when they exist). From the repository root:
   .venv/bin/python inputs/training_data/active_learning_study.py runs/datagen_al32_933K_k444 WORKDIR \\
       --model WORKDIR_LC/n1/model.pt --base 0 --pool 1 2 3 4 --select 2 \\
-      --compare inputs/models/learning_curve/al_933K_k444_n2.json [--report-dir inputs/models/active_learning]
+      --compare "in order=inputs/models/learning_curve/al_933K_k444_n2.json" \\
+      [--report-dir inputs/models/active_learning]
 writes WORKDIR/selection.json, train.yaml, model.pt, evaluate.{md,json} and prints a Markdown comparison.
 """
 import argparse
@@ -25,8 +26,8 @@ import ase
 import numpy as np
 import yaml
 
-from learning_curve import (EVALUATE_YAML, absolute, campaign_snapshots, evaluate_recipe, phase_stats, run,
-                            train_recipe)
+from learning_curve import (EVALUATE_YAML, absolute, campaign_snapshots, evaluate_recipe, first_file_errors,
+                            phase_stats, run, train_recipe)
 from mldft_app.io.snapshot import open_snapshot
 from mldft_app.model.store import load_model
 from mldft_app.parallel import Comm
@@ -54,9 +55,9 @@ def rank_pool(model_file, pool_files, grid):
 
 
 def comparison_rows(label, numbers):
+    """One Markdown row of an evaluate JSON: solids and liquids MAE / max, liquid - solid, MAE of all (meV/atom)."""
     solid, liquid = phase_stats(numbers)
-    errors = [r["errors"]["total_meV_per_atom"] for r in numbers["references"]
-              if r["file"] == numbers["references"][0]["file"]]
+    errors = [e["total_meV_per_atom"] for e in first_file_errors(numbers)]
     return (f"| {label} | {solid['mae_meV_per_atom']:.1f} / {solid['max_abs_meV_per_atom']:.1f} "
             f"| {liquid['mae_meV_per_atom']:.1f} / {liquid['max_abs_meV_per_atom']:.1f} "
             f"| {liquid['mean_meV_per_atom'] - solid['mean_meV_per_atom']:+.1f} | {np.mean(np.abs(errors)):.1f} |")
@@ -85,9 +86,8 @@ def main():
     selection_file = args.workdir / "selection.json"
     key = {"model": str(Path(args.model).resolve()), "base": base_files, "pool": pool_files, "grid": args.grid,
            "select": args.select}
-    if selection_file.exists() and json.loads(selection_file.read_text())["key"] == key:
-        selection = json.loads(selection_file.read_text())
-    else:
+    selection = json.loads(selection_file.read_text()) if selection_file.exists() else None
+    if selection is None or selection["key"] != key:
         ranked = rank_pool(args.model, pool_files, args.grid)
         chosen = most_uncertain([r["sigma_meV_per_atom"] for r in ranked], args.select)
         selection = {"key": key, "pool": ranked, "selected": [ranked[i]["file"] for i in chosen]}

@@ -72,20 +72,26 @@ def run(ranks, recipe, path):
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
+def first_file(numbers):
+    """The first reference file of an evaluate JSON (the k-grid its statistics are quoted against), or None."""
+    return numbers["references"][0]["file"] if numbers.get("references") else None
+
+
+def first_file_errors(numbers):
+    """The per-configuration error dicts of an evaluate JSON against its first reference file."""
+    return [r["errors"] for r in numbers.get("references", []) if r["file"] == first_file(numbers)]
+
+
 def phase_stats(numbers):
     """(solid, liquid) group statistics of an evaluate JSON vs its first reference file's k-grid (None if absent)."""
-    groups = numbers.get("reference_groups", {})
-    first_file = numbers["references"][0]["file"] if numbers.get("references") else None
-    stats = {g: s for g, s in groups.items() if s.get("file") == first_file}
+    stats = {g: s for g, s in numbers.get("reference_groups", {}).items() if s.get("file") == first_file(numbers)}
     return tuple(next((s for g, s in stats.items() if g.startswith(phase)), None) for phase in ("solid", "liquid"))
 
 
 def curve_row(n_trajectories, n_snapshots, numbers):
     """One Markdown row: test-set group statistics (vs the first reference file's k-grid) and held-out errors."""
     solid, liquid = phase_stats(numbers)
-    first_file = numbers["references"][0]["file"] if numbers.get("references") else None
-    sigma = [r["errors"]["total_sigma_meV_per_atom"] for r in numbers.get("references", [])
-             if r["file"] == first_file and "total_sigma_meV_per_atom" in r["errors"]]
+    sigma = [e["total_sigma_meV_per_atom"] for e in first_file_errors(numbers) if "total_sigma_meV_per_atom" in e]
     heldout = [s["errors"] for s in numbers.get("snapshots", [])]
     cell = lambda s, key, fmt="{:.1f}": fmt.format(s[key]) if s else ""  # noqa: E731
     held = "; ".join(f"{e['total_meV_per_atom']:+.1f} (band {e['band_meV_per_atom']:+.1f}, density terms "
